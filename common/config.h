@@ -1,0 +1,72 @@
+/* The cluster file: one file describes a cluster, locally or on VMs.
+ *
+ *   # comment
+ *   cluster  name=local volume=1 page_size=4096 pg_pages=16384 lal=1000000
+ *            commit_timeout_ms=30000
+ *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
+ *            data=/var/lib/hexad/s1
+ *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
+ *
+ * One directive per line (continuations are not supported); key=value
+ * words separated by blanks; values have no blanks. README.md documents it.
+ */
+#ifndef HX_CONFIG_H
+#define HX_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define HX_MAX_STORAGE_NODES 64
+#define HX_MAX_COMPUTE_NODES 16
+#define HX_ID_MAX 32
+
+typedef struct {
+    char id[HX_ID_MAX];
+    char az[HX_ID_MAX];
+    char addr[128];          /* host:port of the storage protocol */
+    char host[96];
+    uint16_t port;
+    char metrics_addr[128];  /* host:port of the HTTP metrics, or "" */
+    char data_dir[512];
+} hx_storage_cfg;
+
+typedef struct {
+    char id[HX_ID_MAX];
+    char role[16];           /* writer | reader */
+    char az[HX_ID_MAX];      /* optional: reads prefer this AZ */
+    char addr[128];          /* host:port of the PostgreSQL endpoint */
+    char host[96];
+    uint16_t port;
+    char password[64];       /* "" = trust authentication */
+} hx_compute_cfg;
+
+typedef struct {
+    char name[64];
+    uint32_t volume;
+    uint32_t page_size;
+    uint64_t pg_pages;
+    uint64_t lal;
+    int commit_timeout_ms;
+    size_t n_storage;
+    hx_storage_cfg storage[HX_MAX_STORAGE_NODES];
+    size_t n_compute;
+    hx_compute_cfg compute[HX_MAX_COMPUTE_NODES];
+} hx_cluster_cfg;
+
+/* Parses text (NUL-terminated). On failure returns HX_ERR_CONFIG and writes
+ * "line N: what is wrong; how to fix it" into err. */
+int hx_cluster_parse(const char *text, hx_cluster_cfg *cfg, char *err,
+                     size_t err_len);
+
+/* Reads and parses path; err names the file. */
+int hx_cluster_load(const char *path, hx_cluster_cfg *cfg, char *err,
+                    size_t err_len);
+
+/* The storage node with this id, or NULL. */
+const hx_storage_cfg *hx_cluster_storage(const hx_cluster_cfg *cfg,
+                                         const char *id);
+int hx_cluster_storage_index(const hx_cluster_cfg *cfg, const char *id);
+const hx_compute_cfg *hx_cluster_compute(const hx_cluster_cfg *cfg,
+                                         const char *id);
+
+#endif

@@ -1,0 +1,255 @@
+/* Framed connections; see conn.h for the state machine and ownership. */
+#include "conn.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "frame.h"
+#include "hx_err.h"
+#include "log.h"
+
+enum conn_state { CONN_CONNECTING, CONN_OPEN, CONN_CLOSED };
+
+struct hx_conn {
+    struct bufferevent *bev;
+    enum conn_state state;
+    hx_conn_cbs cbs;
+    void *arg;
+    hx_conn_opts opts;
+    int depth;          /* callbacks of this conn on the stack */
+    bool reads_paused;
+    char peer[64];
+};
+
+static void conn_release_if_idle(hx_conn *c)
+{
+    if (c->state == CONN_CLOSED && c->depth == 0) {
+        bufferevent_free(c->bev);
+        free(c);
+    }
+}
+
+static void conn_to_closed(hx_conn *c, int err, const char *reason)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    c->state = CONN_CLOSED;
+    bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (err != HX_ERR_CLOSED)
+        HX_WARN("connection %s closed: %s (%s)", c->peer, reason,
+                hx_strerror(err));
+    else
+        HX_DEBUG("connection %s closed: %s", c->peer, reason);
+    c->depth++;
+    if (c->cbs.on_close)
+        c->cbs.on_close(c, err, reason, c->arg);
+    c->depth--;
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+    hx_conn *c = arg;
+    struct evbuffer *in = bufferevent_get_input(bev);
+    c->depth++;
+    while (c->state == CONN_OPEN && !c->reads_paused) {
+        Hexad__Envelope *env = NULL;
+        int rc = hx_frame_read(in, c->opts.frame_max_bytes, &env);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            conn_to_closed(c, rc, rc == HX_ERR_TOO_BIG
+                                      ? "frame over the size limit"
+                                      : "frame does not decode");
+            break;
+        }
+        c->cbs.on_frame(c, env, c->arg);
+        hexad__envelope__free_unpacked(env, NULL);
+    }
+    c->depth--;
+    conn_release_if_idle(c);
+}
+
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+    hx_conn *c = arg;
+    (void)bev;
+    if (c->reads_paused && c->state == CONN_OPEN) {
+        c->reads_paused = false;
+        bufferevent_enable(c->bev, EV_READ);
+        /* Frames may already wait in the input buffer. */
+        conn_read_cb(c->bev, c);
+    }
+}
+
+static void set_nodelay(evutil_socket_t fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    hx_conn *c = arg;
+    c->depth++;
+    if (what & BEV_EVENT_CONNECTED) {
+        set_nodelay(bufferevent_getfd(bev));
+        c->state = CONN_OPEN;
+        HX_DEBUG("connected to %s", c->peer);
+        if (c->cbs.on_connected)
+            c->cbs.on_connected(c, c->arg);
+    } else if (what & BEV_EVENT_EOF) {
+        conn_to_closed(c, HX_ERR_CLOSED, "peer closed the connection");
+    } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+        char why[128];
+        snprintf(why, sizeof why, "%s",
+                 (what & BEV_EVENT_TIMEOUT)
+                     ? "timed out"
+                     : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+        conn_to_closed(c, HX_ERR_IO, why);
+    }
+    c->depth--;
+    conn_release_if_idle(c);
+}
+
+static hx_conn *conn_new(struct bufferevent *bev, const char *peer,
+                         const hx_conn_opts *opts, const hx_conn_cbs *cbs,
+                         void *arg, enum conn_state state)
+{
+    hx_conn *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->bev = bev;
+    c->state = state;
+    c->cbs = *cbs;
+    c->arg = arg;
+    if (opts)
+        c->opts = *opts;
+    if (c->opts.frame_max_bytes == 0)
+        c->opts.frame_max_bytes = HX_FRAME_MAX_BYTES;
+    snprintf(c->peer, sizeof c->peer, "%s", peer);
+    bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+    /* The write callback fires when the output drains to zero; it resumes
+     * reads paused by pause_reads_over_bytes. */
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    return c;
+}
+
+hx_conn *hx_conn_accept(struct event_base *base, evutil_socket_t fd,
+                        const char *peer, const hx_conn_opts *opts,
+                        const hx_conn_cbs *cbs, void *arg)
+{
+    evutil_make_socket_nonblocking(fd);
+    set_nodelay(fd);
+    struct bufferevent *bev =
+        bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (bev == NULL) {
+        evutil_closesocket(fd);
+        return NULL;
+    }
+    hx_conn *c = conn_new(bev, peer, opts, cbs, arg, CONN_OPEN);
+    if (c == NULL)
+        bufferevent_free(bev);
+    return c;
+}
+
+hx_conn *hx_conn_connect(struct event_base *base, const char *host,
+                         uint16_t port, const char *peer,
+                         const hx_conn_opts *opts, const hx_conn_cbs *cbs,
+                         void *arg)
+{
+    struct evutil_addrinfo hints = {0}, *res = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%u", port);
+    if (evutil_getaddrinfo(host, portstr, &hints, &res) != 0 || res == NULL) {
+        HX_WARN("cannot resolve %s:%u for %s", host, port, peer);
+        return NULL;
+    }
+    struct bufferevent *bev =
+        bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+    hx_conn *c = bev ? conn_new(bev, peer, opts, cbs, arg, CONN_CONNECTING)
+                     : NULL;
+    if (c == NULL) {
+        if (bev)
+            bufferevent_free(bev);
+        evutil_freeaddrinfo(res);
+        return NULL;
+    }
+    c->depth++;
+    int rc = bufferevent_socket_connect(bev, res->ai_addr,
+                                        (int)res->ai_addrlen);
+    evutil_freeaddrinfo(res);
+    if (rc != 0)
+        conn_to_closed(c, HX_ERR_IO, "connect failed");
+    c->depth--;
+    if (c->state == CONN_CLOSED) {
+        conn_release_if_idle(c);
+        return NULL;
+    }
+    return c;
+}
+
+int hx_conn_send(hx_conn *c, const Hexad__Envelope *env)
+{
+    if (c->state == CONN_CLOSED)
+        return HX_ERR_CLOSED;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    int rc = hx_frame_write(out, env, c->opts.frame_max_bytes);
+    if (rc != HX_OK)
+        return rc;
+    if (c->opts.pause_reads_over_bytes > 0 && !c->reads_paused &&
+        evbuffer_get_length(out) > c->opts.pause_reads_over_bytes) {
+        c->reads_paused = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+    return HX_OK;
+}
+
+size_t hx_conn_pending_bytes(const hx_conn *c)
+{
+    return evbuffer_get_length(bufferevent_get_output(c->bev));
+}
+
+const char *hx_conn_peer(const hx_conn *c)
+{
+    return c->peer;
+}
+
+int hx_conn_is_open(const hx_conn *c)
+{
+    return c->state == CONN_OPEN;
+}
+
+void hx_conn_close(hx_conn *c, const char *reason)
+{
+    c->depth++;
+    conn_to_closed(c, HX_ERR_CLOSED, reason);
+    c->depth--;
+    conn_release_if_idle(c);
+}
+
+int hx_addr_split(const char *addr, char *host, size_t host_len,
+                  uint16_t *port)
+{
+    const char *colon = strrchr(addr, ':');
+    if (colon == NULL || colon == addr || (size_t)(colon - addr) >= host_len)
+        return HX_ERR_CONFIG;
+    char *end = NULL;
+    long p = strtol(colon + 1, &end, 10);
+    if (end == colon + 1 || *end != '\0' || p <= 0 || p > 65535)
+        return HX_ERR_CONFIG;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = '\0';
+    *port = (uint16_t)p;
+    return HX_OK;
+}

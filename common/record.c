@@ -1,0 +1,82 @@
+#include "record.h"
+
+#include <string.h>
+
+#include <sodium.h>
+
+#include "hx_err.h"
+
+#define CHECKSUM_BYTES 16 /* generichash minimum; folded to 64 bits */
+
+static uint64_t fold(const uint8_t h[CHECKSUM_BYTES])
+{
+    uint64_t a, b;
+    memcpy(&a, h, 8);
+    memcpy(&b, h + 8, 8);
+    return a ^ b;
+}
+
+static void put_u64(crypto_generichash_state *st, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    crypto_generichash_update(st, b, sizeof b);
+}
+
+uint64_t hx_checksum(const void *data, size_t len)
+{
+    uint8_t h[CHECKSUM_BYTES];
+    crypto_generichash(h, sizeof h, data, len, NULL, 0);
+    return fold(h);
+}
+
+uint64_t hx_record_checksum(const Hexad__Record *r)
+{
+    crypto_generichash_state st;
+    crypto_generichash_init(&st, NULL, 0, CHECKSUM_BYTES);
+    put_u64(&st, r->lsn);
+    put_u64(&st, r->prev_lsn);
+    put_u64(&st, r->page_no);
+    put_u64(&st, r->flags);
+    put_u64(&st, r->commit_time_us);
+    put_u64(&st, r->epoch);
+    put_u64(&st, r->n_patches);
+    for (size_t i = 0; i < r->n_patches; i++) {
+        const Hexad__Patch *p = r->patches[i];
+        put_u64(&st, p->offset);
+        put_u64(&st, p->data.len);
+        if (p->data.len > 0)
+            crypto_generichash_update(&st, p->data.data, p->data.len);
+    }
+    uint8_t h[CHECKSUM_BYTES];
+    crypto_generichash_final(&st, h, sizeof h);
+    return fold(h);
+}
+
+void hx_record_seal(Hexad__Record *r)
+{
+    r->checksum = hx_record_checksum(r);
+}
+
+int hx_record_verify(const Hexad__Record *r)
+{
+    return hx_record_checksum(r) == r->checksum ? HX_OK : HX_ERR_CHECKSUM;
+}
+
+int hx_record_apply(const Hexad__Record *r, uint8_t *page, uint32_t page_size)
+{
+    for (size_t i = 0; i < r->n_patches; i++) {
+        const Hexad__Patch *p = r->patches[i];
+        if (p->offset > page_size || p->data.len > page_size - p->offset)
+            return HX_ERR_INVALID;
+    }
+    if (r->flags & HX_RECORD_IMAGE)
+        memset(page, 0, page_size);
+    for (size_t i = 0; i < r->n_patches; i++) {
+        const Hexad__Patch *p = r->patches[i];
+        if (p->data.len > 0)
+            memcpy(page + p->offset, p->data.data, p->data.len);
+    }
+    return HX_OK;
+}

@@ -1,0 +1,32 @@
+/* Redo records: checksums and applying them to a page.
+ *
+ * The checksum is BLAKE2b (libsodium generichash) over every field of the
+ * record except the checksum itself, in a fixed little-endian layout, so a
+ * record re-encoded by protobuf keeps its checksum. A record is sealed once,
+ * by the writer that makes it; storage verifies it on receipt and on every
+ * read, so a flipped byte anywhere is caught before it reaches a page.
+ */
+#ifndef HX_RECORD_H
+#define HX_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hexad.pb-c.h"
+
+#define HX_RECORD_CPL HEXAD__RECORD_FLAG__RECORD_FLAG_CPL
+#define HX_RECORD_IMAGE HEXAD__RECORD_FLAG__RECORD_FLAG_IMAGE
+
+/* 64-bit checksum of a byte range. */
+uint64_t hx_checksum(const void *data, size_t len);
+
+uint64_t hx_record_checksum(const Hexad__Record *r);
+void hx_record_seal(Hexad__Record *r);
+/* HX_OK or HX_ERR_CHECKSUM. */
+int hx_record_verify(const Hexad__Record *r);
+
+/* Applies the record's patches to page (page_size bytes). HX_ERR_INVALID
+ * when a patch reaches past the page (the page is then unchanged). */
+int hx_record_apply(const Hexad__Record *r, uint8_t *page, uint32_t page_size);
+
+#endif
