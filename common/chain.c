@@ -249,10 +249,10 @@ size_t hx_chain_pending(const hx_chain *c)
 void hx_chain_truncate(hx_chain *c, uint64_t from, uint64_t to,
                        uint64_t new_scl, uint64_t new_scl_cpl)
 {
-    if (from > to)
-        return;
     if (from == 0)
         from = 1; /* LSN 0 is "no record", never held */
+    if (from > to)
+        return;
     /* Erasing slot i may shift a later entry of its probe run into slot i
      * (so look at i again) or into a later slot (scanned later); an
      * entry from a wrapped run start may land here too, but those were

@@ -28,9 +28,12 @@ hx_chain *hx_chain_create(uint64_t scl, uint64_t scl_cpl);
 void hx_chain_destroy(hx_chain *c); /* NULL is a no-op */
 
 /* Adds a held record. Returns 1 when the record is new, 0 for a duplicate
- * (lsn <= scl, or already pending), HX_ERR_INVALID when prev_lsn >= lsn,
- * HX_ERR_NOMEM. Advances scl (and scl_cpl) through any pending records the
- * new one connects. */
+ * (lsn <= scl, or already pending with the same prev_lsn), HX_ERR_INVALID
+ * when prev_lsn >= lsn or when the record would fork the chain (a pending
+ * record with the same lsn but another prev_lsn, or with the same prev_lsn;
+ * or prev_lsn < scl < lsn), HX_ERR_NOMEM. Nothing changes on an error.
+ * Advances scl (and scl_cpl) through any pending records the new one
+ * connects. */
 int hx_chain_add(hx_chain *c, uint64_t lsn, uint64_t prev_lsn, bool cpl);
 
 /* True when lsn is already held (at or below scl, or pending). */
@@ -46,7 +49,9 @@ size_t hx_chain_pending(const hx_chain *c);
 /* Drops pending records with from <= lsn <= to. When scl >= from the caller
  * (who can look at its stored records) supplies new_scl/new_scl_cpl: the
  * newest chain record below from and the newest CPL at or below it; the
- * chain then re-advances through what is still pending. */
+ * chain then re-advances through what is still pending. Records that were
+ * complete above `to` (to < old scl) are forgotten: re-add them if they
+ * are kept. Costs a scan of the pending table. */
 void hx_chain_truncate(hx_chain *c, uint64_t from, uint64_t to,
                        uint64_t new_scl, uint64_t new_scl_cpl);
 

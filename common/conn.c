@@ -199,6 +199,15 @@ hx_conn *hx_conn_connect(struct event_base *base, const char *host,
     return c;
 }
 
+static void conn_after_queue(hx_conn *c, struct evbuffer *out)
+{
+    if (c->opts.pause_reads_over_bytes > 0 && !c->reads_paused &&
+        evbuffer_get_length(out) > c->opts.pause_reads_over_bytes) {
+        c->reads_paused = true;
+        bufferevent_disable(c->bev, EV_READ);
+    }
+}
+
 int hx_conn_send(hx_conn *c, const Hexad__Envelope *env)
 {
     if (c->state == CONN_CLOSED)
@@ -207,11 +216,24 @@ int hx_conn_send(hx_conn *c, const Hexad__Envelope *env)
     int rc = hx_frame_write(out, env, c->opts.frame_max_bytes);
     if (rc != HX_OK)
         return rc;
-    if (c->opts.pause_reads_over_bytes > 0 && !c->reads_paused &&
-        evbuffer_get_length(out) > c->opts.pause_reads_over_bytes) {
-        c->reads_paused = true;
-        bufferevent_disable(c->bev, EV_READ);
-    }
+    conn_after_queue(c, out);
+    return HX_OK;
+}
+
+int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len)
+{
+    if (c->state == CONN_CLOSED)
+        return HX_ERR_CLOSED;
+    if (len > c->opts.frame_max_bytes || len > UINT32_MAX)
+        return HX_ERR_TOO_BIG;
+    uint8_t hdr[HX_FRAME_HEADER_BYTES] = {
+        (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
+        (uint8_t)len};
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (evbuffer_add(out, hdr, sizeof hdr) != 0 ||
+        evbuffer_add(out, body, len) != 0)
+        return HX_ERR_NOMEM;
+    conn_after_queue(c, out);
     return HX_OK;
 }
 

@@ -53,6 +53,9 @@ hx_conn *hx_conn_connect(struct event_base *base, const char *host,
 /* Queues env. HX_ERR_CLOSED after close, HX_ERR_TOO_BIG, HX_ERR_NOMEM. */
 int hx_conn_send(hx_conn *c, const Hexad__Envelope *env);
 
+/* Queues an envelope already packed (body bytes, no header). */
+int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len);
+
 /* Bytes queued and not yet written to the socket. */
 size_t hx_conn_pending_bytes(const hx_conn *c);
 

@@ -8,6 +8,9 @@
  * that every LSN in (base, L] is held by some reachable segment or lies in
  * a recorded truncation range, where base = min over PGs of the highest
  * reachable SCL (below base every PG is complete on some reachable node).
+ * A tail record inside a recorded truncation range is a leftover of a
+ * writer that an earlier recovery cut off (a segment missed that
+ * truncation): it counts neither as a CPL nor as a PG tail.
  * Any record acknowledged under a 4/6 write quorum is held by at least one
  * of any 3 segments of its PG, so the recovered VDL is >= every VDL the old
  * writer ever reported.

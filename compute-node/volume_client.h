@@ -1,0 +1,108 @@
+/* The volume client: a compute node's connection to the six segments of
+ * every PG of its volume.
+ *
+ * A writer opens the volume (crash recovery: seal a new volume epoch on a
+ * read quorum of every PG, recompute VCL/VDL, truncate above VDL), then
+ * ships MTRs of redo records pipelined and batched, tracks each segment's
+ * SCL from the acks (common/quorum.h) and wakes commit waiters when VDL
+ * covers them. Reads go to one segment whose SCL covers the read point,
+ * same AZ first. A probe (hexadctl status) only connects and asks.
+ *
+ * Threads: the client runs its own libevent loop thread; every function
+ * here may be called from any other thread. None may be called from the
+ * loop thread itself.
+ */
+#ifndef HX_VOLUME_CLIENT_H
+#define HX_VOLUME_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "page_store.h"
+#include "quorum.h"
+
+typedef struct hx_volume hx_volume;
+
+typedef enum {
+    HX_VOLUME_WRITER = 0, /* recovery + epoch bump; may write */
+    HX_VOLUME_PROBE = 1,  /* connect only: status, no writes */
+} hx_volume_mode;
+
+typedef struct {
+    const hx_cluster_cfg *cluster; /* copied */
+    hx_volume_mode mode;
+    const char *az;        /* reads prefer segments in this AZ; may be NULL */
+    int open_timeout_ms;   /* recovery waits this long for quorums */
+    /* Called during open with a progress line (may be NULL). */
+    void (*progress)(void *arg, const char *line);
+    void *progress_arg;
+} hx_volume_opts;
+
+int hx_volume_open(const hx_volume_opts *o, hx_volume **out);
+void hx_volume_close(hx_volume *v); /* NULL is a no-op */
+
+uint32_t hx_volume_page_size(const hx_volume *v);
+uint64_t hx_volume_epoch(hx_volume *v);
+
+/* Allocates contiguous LSNs for the MTR (the last record is its CPL),
+ * queues the records to the six segments of their PGs and returns the
+ * commit LSN without waiting for acks. Blocks only on LAL back-pressure
+ * (up to the commit timeout). HX_ERR_FENCED once a newer writer exists. */
+int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
+                        uint64_t *commit_lsn);
+
+/* Waits until VDL >= lsn. HX_ERR_TIMEOUT past timeout_ms (< 0: forever),
+ * HX_ERR_FENCED. */
+int hx_volume_wait_durable(hx_volume *v, uint64_t lsn, int timeout_ms);
+
+uint64_t hx_volume_vdl(hx_volume *v);
+
+/* Reads page_no as of read_lsn (<= VDL) from one segment whose SCL covers
+ * it. A page never written reads as zeros. */
+int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
+                        uint8_t *buf);
+
+/* A page_store (for the SQLite VFS) backed by this volume. */
+hx_page_store hx_volume_page_store(hx_volume *v);
+
+/* ---- Observability ---- */
+
+typedef struct {
+    char node[HX_ID_MAX];
+    char az[HX_ID_MAX];
+    bool reachable;
+    uint64_t scl;
+} hx_member_status;
+
+typedef struct {
+    uint32_t pg;
+    uint64_t pgcl;
+    bool has_read_quorum;
+    hx_member_status members[HX_PG_MEMBERS];
+} hx_pg_status;
+
+typedef struct {
+    uint32_t volume;
+    uint64_t epoch;
+    bool recoverable;     /* every PG has a read quorum */
+    uint64_t vcl, vdl;
+    size_t n_nodes;
+    struct {
+        char id[HX_ID_MAX];
+        char az[HX_ID_MAX];
+        char addr[128];
+        bool reachable;
+        uint64_t records_received, bytes_received, batches_synced;
+    } nodes[HX_MAX_STORAGE_NODES];
+    size_t n_pgs;
+    hx_pg_status *pgs;    /* n_pgs entries; free with hx_volume_status_free */
+} hx_volume_status;
+
+/* Asks every node (timeout_ms) and computes what a recovery would find.
+ * Works in both modes; changes nothing on storage. */
+int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st);
+void hx_volume_status_free(hx_volume_status *st);
+
+#endif
