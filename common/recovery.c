@@ -13,7 +13,9 @@
  *     cut off (a segment that missed that truncation): it is dropped from U
  *     and from the PG tails, because no kept record ever lies in a
  *     truncated range (the writer that recorded the range allocated above
- *     it, and the old writer's kept records lie below it).
+ *     it, and the old writer's kept records lie below it). For the same
+ *     reason a last_lsn_le_limit or cpl_le_limit inside T is ignored; the
+ *     segments that applied the truncation report the true values.
  *  3. VCL walks up from base over LSNs in U and jumps over intervals of T;
  *     it stops at the first LSN that is in neither (a hole: dense LSNs mean
  *     a record nobody reachable holds).
@@ -22,6 +24,15 @@
  *     higher.
  *  5. next_lsn lies above everything the old writer could have used: its
  *     limit vdl + lal, every LSN any segment reported, every truncation.
+ *  6. A PG's tail is its newest record at or below vdl: the newest of its
+ *     tail records in (base, vdl], else the newest chain record at or below
+ *     base (last_lsn_le_limit, exact on the segment whose SCL is C_p). When
+ *     vdl < base (the writer died inside an MTR after every PG was complete
+ *     past its last CPL) and a PG has a record in (vdl, base], the reports
+ *     do not say which of its records is the newest at or below vdl:
+ *     HX_ERR_NOT_COMPLETE asks the caller for round 2 again at
+ *     limit = tail_from = vdl, which gives the same vcl and vdl (every
+ *     record in (vdl, base] is then in a tail) and exact tails.
  *
  * Cost: O(N log N) for N = the number of tail records and ranges reported
  * (two sorts), then linear sweeps; no per-LSN loop over gaps.
@@ -218,8 +229,9 @@ int hx_recovery_plan(const hx_pg_report *pgs, size_t n, uint64_t base,
         for (int s = 0; s < HX_PG_MEMBERS; s++) {
             const hx_seg_report *r = &pgs[i].seg[s];
             /* cpl_le_limit answers for limit = base: ignore a report
-             * beyond what was asked. */
-            if (r->reachable && r->cpl_le_limit <= base)
+             * beyond what was asked, or a leftover (design note 2). */
+            if (r->reachable && r->cpl_le_limit <= base &&
+                !recovery_in_ranges(t, nt, r->cpl_le_limit))
                 vdl = recovery_max(vdl, r->cpl_le_limit);
         }
     }
@@ -231,21 +243,27 @@ int hx_recovery_plan(const hx_pg_report *pgs, size_t n, uint64_t base,
         goto fail;
     }
 
+    /* Design note 6: a PG whose newest record at or below base lies above
+     * vdl has an unknown tail. */
+    bool reask = false;
     for (size_t i = 0; i < n; i++) {
-        uint64_t tail = 0;
+        uint64_t tail = 0, le_limit = 0;
         for (int s = 0; s < HX_PG_MEMBERS; s++) {
             const hx_seg_report *r = &pgs[i].seg[s];
             if (!r->reachable)
                 continue;
-            if (r->last_lsn_le_limit <= base)
-                tail = recovery_max(tail, r->last_lsn_le_limit);
+            if (r->last_lsn_le_limit <= base &&
+                !recovery_in_ranges(t, nt, r->last_lsn_le_limit))
+                le_limit = recovery_max(le_limit, r->last_lsn_le_limit);
             for (size_t k = 0; k < r->n_tail; k++) {
                 uint64_t l = r->tail[k].lsn;
                 if (l <= vdl && l > tail && !recovery_in_ranges(t, nt, l))
                     tail = l;
             }
         }
-        tails[i] = tail;
+        if (le_limit > vdl)
+            reask = true;
+        tails[i] = recovery_max(tail, le_limit);
     }
 
     out->base = base;
@@ -254,7 +272,7 @@ int hx_recovery_plan(const hx_pg_report *pgs, size_t n, uint64_t base,
     out->next_lsn = top + 1;
     out->trunc_from = vdl + 1;
     out->trunc_to = top;
-    rc = HX_OK;
+    rc = reask ? HX_ERR_NOT_COMPLETE : HX_OK;
 
 fail:
     free(u);

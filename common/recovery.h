@@ -10,7 +10,8 @@
  * reachable SCL (below base every PG is complete on some reachable node).
  * A tail record inside a recorded truncation range is a leftover of a
  * writer that an earlier recovery cut off (a segment missed that
- * truncation): it counts neither as a CPL nor as a PG tail.
+ * truncation): it counts neither as a CPL nor as a PG tail (nor does a
+ * last_lsn_le_limit or cpl_le_limit inside such a range).
  * Any record acknowledged under a 4/6 write quorum is held by at least one
  * of any 3 segments of its PG, so the recovered VDL is >= every VDL the old
  * writer ever reported.
@@ -20,6 +21,9 @@
  *   round 2: with tail_from = base and limit_lsn = base, each segment's
  *            tail records, truncations, last_lsn_le_limit, cpl_le_limit
  *                                               -> hx_recovery_plan()
+ *   round 2 again, only when hx_recovery_plan() returns
+ *            HX_ERR_NOT_COMPLETE: with tail_from = limit_lsn = out->vdl,
+ *            then hx_recovery_plan() with base = out->vdl.
  */
 #ifndef HX_RECOVERY_H
 #define HX_RECOVERY_H
@@ -71,10 +75,17 @@ typedef struct {
 int hx_recovery_base(const hx_pg_report *pgs, size_t n, uint64_t *base,
                      uint32_t *bad_pg);
 
-/* Round 2. lal: the allocation limit the old writer ran under (the next
- * LSN is placed above max(every reported max_lsn, vdl + lal)). tails[i]
- * receives PG i's newest record at or below vdl. HX_ERR_NO_QUORUM as
- * above. */
+/* Round 2. base: the limit_lsn and tail_from the reports answer (any
+ * value at or below the round 1 base gives the same vcl and vdl). lal: the
+ * allocation limit the old writer ran under (the next LSN is placed above
+ * max(every reported max_lsn, vdl + lal)). tails[i] receives PG i's newest
+ * record at or below vdl. HX_ERR_NO_QUORUM as above. HX_ERR_NOT_COMPLETE
+ * when vdl < base and some PG has a record in (vdl, base], so its newest
+ * record at or below vdl is not in the reports: *out is filled (vcl and
+ * vdl are final) but tails[] is not valid; ask round 2 again with
+ * limit_lsn = tail_from = out->vdl and call again with base = out->vdl.
+ * HX_ERR_INVALID for NULL arguments or an exhausted LSN space;
+ * HX_ERR_NOMEM. */
 int hx_recovery_plan(const hx_pg_report *pgs, size_t n, uint64_t base,
                      uint64_t lal, hx_recovery_result *out, uint64_t *tails,
                      uint32_t *bad_pg);

@@ -395,6 +395,23 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
     hx_recovery_result res;
     uint32_t bad_pg = 0;
     rc = hx_recovery_plan(rep, n, base, v->cluster.lal, &res, tails, &bad_pg);
+    /* VDL fell below base (the old writer died inside an MTR): the tails
+     * must be asked again at VDL (recovery.h). Another read quorum may
+     * answer the next round, hence a few tries. */
+    for (int again = 0; rc == HX_ERR_NOT_COMPLETE && again < 3; again++) {
+        uint64_t at = res.vdl;
+        q.limit_lsn = at;
+        q.tail_from = at;
+        vc_ask_all(v, &q, ans);
+        free(tails_buf);
+        tails_buf = NULL;
+        free(trunc_buf);
+        trunc_buf = NULL;
+        if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK ||
+            (rc = vc_fill_truncations(ans, pgs, n, rep, &trunc_buf)) != HX_OK)
+            goto out;
+        rc = hx_recovery_plan(rep, n, at, v->cluster.lal, &res, tails, &bad_pg);
+    }
     if (rc != HX_OK) {
         vc_progress(o, "recovery: PG %u lost its read quorum during recovery; "
                     "retry", bad_pg);

@@ -118,7 +118,8 @@ int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st)
         goto out;
     }
     hx_recovery_result res;
-    if (hx_recovery_plan(rep, n, base, v->cluster.lal, &res, tails, &bad_pg) == HX_OK) {
+    int prc = hx_recovery_plan(rep, n, base, v->cluster.lal, &res, tails, &bad_pg);
+    if (prc == HX_OK || prc == HX_ERR_NOT_COMPLETE) { /* vcl/vdl are final */
         st->recoverable = true;
         st->vcl = res.vcl;
         st->vdl = res.vdl;
