@@ -41,9 +41,12 @@ static void conn_to_closed(hx_conn *c, int err, const char *reason)
 {
     if (c->state == CONN_CLOSED)
         return;
+    bool was_open = c->state == CONN_OPEN;
     c->state = CONN_CLOSED;
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
-    if (err != HX_ERR_CLOSED)
+    /* A refused connect is the owner's to report (it retries); a dropped
+     * open connection, a bad frame or an I/O error is worth a warning. */
+    if (err != HX_ERR_CLOSED && was_open)
         HX_WARN("connection %s closed: %s (%s)", c->peer, reason,
                 hx_strerror(err));
     else

@@ -479,7 +479,7 @@ static void conn_close(hx_conn *c, int err, const char *reason, void *arg)
         p->m[k].sent_lsn = v->lsn ? hx_lsn_member_scl(v->lsn, p->pg, k) : 0;
     }
     vc_calls_on_close(v, n->idx);
-    if (was)
+    if (was && !v->stopping)
         HX_WARN("lost storage node %s (%s): %s; reconnecting", n->cfg->id,
                 n->cfg->addr, reason);
     if (!v->stopping)

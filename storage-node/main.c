@@ -1,0 +1,180 @@
+/* hexad-storage: the storage daemon (DESIGN.md "Storage node").
+ *
+ *   hexad-storage --cluster FILE --id ID
+ *
+ * Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot
+ * start (bad cluster file, unknown id, data directory, port in use),
+ * 2 on a usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "hx_err.h"
+#include "log.h"
+#include "storage_server.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "Usage: hexad-storage --cluster FILE --id ID\n"
+            "\n"
+            "Runs storage node ID of the cluster described by FILE: listens on\n"
+            "its addr and keeps its segments in its data directory (created\n"
+            "if missing). Stops cleanly on SIGTERM or SIGINT.\n"
+            "\n"
+            "  --cluster FILE   the cluster file (see README.md, \"The cluster "
+            "file\")\n"
+            "  --id ID          this node's id, one of the file's storage "
+            "lines\n"
+            "  --help           show this help\n"
+            "\n"
+            "Environment: HEXAD_LOG=debug|info|warn|error (default info).\n");
+}
+
+/* mkdir -p: creates path and its missing parents. */
+static int mkdir_p(const char *path, char *err, size_t err_len)
+{
+    char buf[sizeof ((hx_storage_cfg *)0)->data_dir];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        snprintf(err, err_len, "bad data directory path '%s'", path);
+        return HX_ERR_CONFIG;
+    }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0')
+            continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+            snprintf(err, err_len, "cannot create data directory %s: %s",
+                     buf, strerror(errno));
+            return HX_ERR_IO;
+        }
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_len, "data directory %s is not a directory", path);
+        return HX_ERR_IO;
+    }
+    return HX_OK;
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    HX_INFO("signal %d: shutting down", (int)sig);
+    event_base_loopbreak(arg);
+}
+
+int main(int argc, char **argv)
+{
+    const char *cluster_path = NULL, *id = NULL;
+    static const struct option longopts[] = {
+        {"cluster", required_argument, NULL, 'c'},
+        {"id", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int opt;
+    while ((opt = getopt_long(argc, argv, "c:i:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': cluster_path = optarg; break;
+        case 'i': id = optarg; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "hexad-storage: unexpected argument '%s'\n",
+                argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    if (cluster_path == NULL || id == NULL) {
+        fprintf(stderr, "hexad-storage: --cluster and --id are required\n");
+        usage(stderr);
+        return 2;
+    }
+    char component[64];
+    snprintf(component, sizeof component, "storage/%s", id);
+    hx_log_init(component, HX_LOG_INFO);
+
+    static hx_cluster_cfg cfg; /* large: not on the stack */
+    char err[1024];
+    if (hx_cluster_load(cluster_path, &cfg, err, sizeof err) != HX_OK) {
+        HX_ERROR("%s", err);
+        return 1;
+    }
+    const hx_storage_cfg *self = hx_cluster_storage(&cfg, id);
+    if (self == NULL) {
+        char ids[1024] = "";
+        size_t off = 0;
+        for (size_t i = 0; i < cfg.n_storage && off < sizeof ids; i++) {
+            int w = snprintf(ids + off, sizeof ids - off, "%s%s",
+                             i ? ", " : "", cfg.storage[i].id);
+            if (w < 0)
+                break;
+            off += (size_t)w;
+        }
+        HX_ERROR("%s has no storage node with id '%s' (storage ids: %s)",
+                 cluster_path, id, cfg.n_storage ? ids : "none");
+        return 1;
+    }
+    if (self->data_dir[0] == '\0') {
+        HX_ERROR("%s: storage node %s has no data= directory", cluster_path,
+                 id);
+        return 1;
+    }
+    if (mkdir_p(self->data_dir, err, sizeof err) != HX_OK) {
+        HX_ERROR("%s", err);
+        return 1;
+    }
+
+    /* A client that vanishes must not kill us on write. */
+    signal(SIGPIPE, SIG_IGN);
+    struct event_base *base = event_base_new();
+    if (base == NULL) {
+        HX_ERROR("cannot create the event loop");
+        return 1;
+    }
+    storage_server *srv = NULL;
+    if (storage_server_create(base, &cfg, self, &srv, err, sizeof err) !=
+        HX_OK) {
+        HX_ERROR("%s", err);
+        event_base_free(base);
+        return 1;
+    }
+    struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
+    struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
+    if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) ||
+        evsignal_add(sigint, NULL)) {
+        HX_ERROR("cannot install signal handlers");
+        storage_server_destroy(srv);
+        event_base_free(base);
+        return 1;
+    }
+    HX_INFO("hexad-storage %s listening on %s (az %s, data %s)", self->id,
+            self->addr, self->az, self->data_dir);
+
+    int rc = event_base_dispatch(base);
+    storage_server_destroy(srv);
+    event_free(sigterm);
+    event_free(sigint);
+    event_base_free(base);
+    if (rc < 0) {
+        HX_ERROR("event loop failed");
+        return 1;
+    }
+    HX_INFO("stopped");
+    return 0;
+}

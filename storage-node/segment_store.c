@@ -1,0 +1,2043 @@
+/* The segment store: the segments of many PGs of many volumes in one
+ * RocksDB database (DESIGN.md "Storage node", "The write path").
+ *
+ * NOTES ON THE DESIGN OF THE SEGMENT STORE
+ *
+ * Key layout. Integers are big-endian, so RocksDB's bytewise order is the
+ * numeric order and "newest X <= n" is one reverse seek:
+ *
+ *   'v' vol(u32)                          -> VolumeMeta (epoch, geometry)
+ *   's' vol pg(u32)                       -> SegmentMeta (members,
+ *                                            membership_epoch, scl, scl_cpl,
+ *                                            truncations, geometry)
+ *   'r' vol pg lsn(u64)                   -> Record, packed as received (it
+ *                                            carries its own checksum)
+ *   'p' vol pg page_no(u64) lsn(u64)      -> record flags (u32): the records
+ *                                            of one page, with IMAGE visible
+ *                                            without reading the record
+ *   'c' vol pg lsn                        -> empty: the CPL records
+ *
+ * In memory: one `volume` per 'v' key and one `segment` per 's' key, each
+ * segment with its hx_chain (common/chain.h) and a count of its records.
+ *
+ * Invariants:
+ *  1. An append is acknowledged (its result reported by
+ *     segment_store_flush()) only after the synced RocksDB write that holds
+ *     its records returned.
+ *  2. The in-memory state never runs ahead of disk where anyone can see
+ *     it: a batch is applied to memory and written by the same
+ *     segment_store_flush() call, with nothing else running in between; if
+ *     the write fails, every volume and segment the batch touched is
+ *     reloaded from RocksDB before the call returns.
+ *  3. A segment's scl/scl_cpl are persisted in the same batch as the
+ *     records they cover, so after a crash the 's' value never claims a
+ *     record that is not stored.
+ *  4. The 'p' and 'c' keys of a record are written and deleted in the same
+ *     batch as its 'r' key.
+ *  5. chain(segment) == chain rebuilt from (persisted scl, scl_cpl) plus
+ *     every stored record above scl; open and reload rebuild it so.
+ *  6. Every record read back is checksum-verified before it touches a page.
+ *
+ * States of an append: STAGED (copied by segment_store_stage_append(),
+ * stateless checks done) -> APPLIED (segment_store_flush(): stateful checks
+ * in arrival order, memory updated, keys put into the batch) -> DURABLE
+ * (the synced write returned; result reported) or FAILED (write error:
+ * result reports it, memory reloaded). A refused append goes from STAGED
+ * straight to a reported error and touches nothing.
+ *
+ * A write error is not sticky here: RocksDB itself turns read-only after a
+ * background error and keeps failing writes, and a full disk may recover;
+ * reads keep being served either way.
+ */
+#include "segment_store.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <rocksdb/c.h>
+
+#include "chain.h"
+#include "config.h"
+#include "hx_err.h"
+#include "log.h"
+#include "quorum.h"
+#include "record.h"
+
+/* ------------------------------------------------------------------------
+ * Keys.
+ * ---------------------------------------------------------------------- */
+
+#define KEY_VOLUME 'v'
+#define KEY_SEGMENT 's'
+#define KEY_RECORD 'r'
+#define KEY_PAGE 'p'
+#define KEY_CPL 'c'
+
+#define KEY_VOLUME_LEN 5u      /* 'v' vol */
+#define KEY_SEGMENT_LEN 9u     /* 's' vol pg */
+#define KEY_LSN_LEN 17u        /* 'r'|'c' vol pg lsn */
+#define KEY_PAGE_PREFIX_LEN 17u /* 'p' vol pg page_no */
+#define KEY_PAGE_LEN 25u       /* 'p' vol pg page_no lsn */
+#define KEY_MAX_LEN 25u
+
+#define PAGE_SIZE_MIN 512u
+#define PAGE_SIZE_MAX 65536u
+
+static void put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static size_t key_volume(uint8_t *k, uint32_t vol)
+{
+    k[0] = KEY_VOLUME;
+    put_be32(k + 1, vol);
+    return KEY_VOLUME_LEN;
+}
+
+static size_t key_segment(uint8_t *k, uint32_t vol, uint32_t pg)
+{
+    k[0] = KEY_SEGMENT;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    return KEY_SEGMENT_LEN;
+}
+
+/* 'r' or 'c' key; with lsn omitted (prefix use) the first 9 bytes. */
+static size_t key_lsn(uint8_t *k, char tag, uint32_t vol, uint32_t pg,
+                      uint64_t lsn)
+{
+    k[0] = (uint8_t)tag;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    put_be64(k + 9, lsn);
+    return KEY_LSN_LEN;
+}
+
+static size_t key_page(uint8_t *k, uint32_t vol, uint32_t pg,
+                       uint64_t page_no, uint64_t lsn)
+{
+    k[0] = KEY_PAGE;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    put_be64(k + 9, page_no);
+    put_be64(k + 17, lsn);
+    return KEY_PAGE_LEN;
+}
+
+/* ------------------------------------------------------------------------
+ * In-memory state.
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t from, to, epoch;
+} trunc_range;
+
+typedef struct {
+    uint32_t vol;
+    uint64_t epoch;
+    uint32_t page_size; /* 0: geometry not known yet */
+    uint64_t pg_pages;
+    bool in_batch;      /* touched by the batch being built */
+} volume;
+
+typedef struct {
+    uint32_t vol, pg;
+    uint64_t membership_epoch;
+    size_t n_members;   /* 0: created by a truncate, first append fills */
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+    uint32_t page_size; /* 0: geometry not known yet */
+    uint64_t pg_pages;
+    size_t n_trunc;     /* sorted by from, disjoint */
+    trunc_range trunc[SEGMENT_STORE_TRUNCATIONS_MAX];
+    hx_chain *chain;
+    uint64_t records;   /* records stored */
+    bool in_batch;
+} segment;
+
+typedef struct {
+    uint64_t lsn, prev_lsn, page_no, epoch;
+    uint64_t patch_end; /* highest offset + len of its patches */
+    uint32_t flags;
+    size_t off, len;    /* its packed bytes in staged_append.bytes */
+} staged_rec;
+
+typedef struct {
+    void *cookie;
+    uint32_t vol, pg;
+    uint64_t volume_epoch, membership_epoch;
+    size_t n_members;
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+    char members_err[128]; /* "" when the list is usable */
+    uint32_t page_size;    /* request geometry, 0 when absent */
+    uint64_t pg_pages;
+    int stage_rc;          /* stateless refusal found when staged */
+    char stage_msg[192];
+    size_t n_recs;
+    staged_rec *recs;
+    uint8_t *bytes;
+    size_t n_bytes;
+    segment_store_append_result res;
+} staged_append;
+
+struct segment_store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wsync;
+    rocksdb_readoptions_t *ropts;
+    char node_id[HX_ID_MAX];
+    char path[600];
+
+    volume **vols;   /* sorted by vol */
+    size_t n_vols, cap_vols;
+    segment **segs;  /* sorted by (vol, pg) */
+    size_t n_segs, cap_segs;
+
+    staged_append *staged;
+    size_t n_staged, cap_staged;
+    size_t staged_bytes;
+
+    uint64_t records_received;
+    uint64_t bytes_received;
+    uint64_t batches_synced;
+    uint64_t checksum_errors;
+
+    unsigned inject_count;
+    char inject_msg[200];
+};
+
+static void why_set(segment_store_why *why, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void why_set(segment_store_why *why, const char *fmt, ...)
+{
+    if (why == NULL)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why->msg, sizeof why->msg, fmt, ap);
+    va_end(ap);
+}
+
+/* RocksDB's reason -> hx code. The message is logged by the caller. */
+static int rocks_err(const char *msg)
+{
+    return strstr(msg, "No space") ? HX_ERR_NO_SPACE : HX_ERR_IO;
+}
+
+/* ---- volumes ---------------------------------------------------------- */
+
+static size_t vol_lower(const segment_store *s, uint32_t vol)
+{
+    size_t lo = 0, hi = s->n_vols;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->vols[mid]->vol < vol)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static volume *vol_find(const segment_store *s, uint32_t vol)
+{
+    size_t i = vol_lower(s, vol);
+    return i < s->n_vols && s->vols[i]->vol == vol ? s->vols[i] : NULL;
+}
+
+/* Inserts v (owned from now on). */
+static int vol_insert(segment_store *s, volume *v)
+{
+    if (s->n_vols == s->cap_vols) {
+        size_t ncap = s->cap_vols ? s->cap_vols * 2 : 8;
+        volume **nv = realloc(s->vols, ncap * sizeof *nv);
+        if (nv == NULL)
+            return HX_ERR_NOMEM;
+        s->vols = nv;
+        s->cap_vols = ncap;
+    }
+    size_t i = vol_lower(s, v->vol);
+    memmove(&s->vols[i + 1], &s->vols[i], (s->n_vols - i) * sizeof *s->vols);
+    s->vols[i] = v;
+    s->n_vols++;
+    return HX_OK;
+}
+
+static void vol_remove(segment_store *s, uint32_t vol)
+{
+    size_t i = vol_lower(s, vol);
+    if (i == s->n_vols || s->vols[i]->vol != vol)
+        return;
+    free(s->vols[i]);
+    memmove(&s->vols[i], &s->vols[i + 1],
+            (s->n_vols - i - 1) * sizeof *s->vols);
+    s->n_vols--;
+}
+
+/* ---- segments --------------------------------------------------------- */
+
+static int seg_cmp(const segment *g, uint32_t vol, uint32_t pg)
+{
+    if (g->vol != vol)
+        return g->vol < vol ? -1 : 1;
+    if (g->pg != pg)
+        return g->pg < pg ? -1 : 1;
+    return 0;
+}
+
+static size_t seg_lower(const segment_store *s, uint32_t vol, uint32_t pg)
+{
+    size_t lo = 0, hi = s->n_segs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (seg_cmp(s->segs[mid], vol, pg) < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static segment *seg_find(const segment_store *s, uint32_t vol, uint32_t pg)
+{
+    size_t i = seg_lower(s, vol, pg);
+    return i < s->n_segs && seg_cmp(s->segs[i], vol, pg) == 0 ? s->segs[i]
+                                                               : NULL;
+}
+
+static void seg_destroy(segment *g)
+{
+    if (g == NULL)
+        return;
+    hx_chain_destroy(g->chain);
+    free(g);
+}
+
+static int seg_insert(segment_store *s, segment *g)
+{
+    if (s->n_segs >= SEGMENT_STORE_SEGMENTS_MAX)
+        return HX_ERR_TOO_BIG;
+    if (s->n_segs == s->cap_segs) {
+        size_t ncap = s->cap_segs ? s->cap_segs * 2 : 16;
+        segment **ns = realloc(s->segs, ncap * sizeof *ns);
+        if (ns == NULL)
+            return HX_ERR_NOMEM;
+        s->segs = ns;
+        s->cap_segs = ncap;
+    }
+    size_t i = seg_lower(s, g->vol, g->pg);
+    memmove(&s->segs[i + 1], &s->segs[i], (s->n_segs - i) * sizeof *s->segs);
+    s->segs[i] = g;
+    s->n_segs++;
+    return HX_OK;
+}
+
+/* Takes the segment out of the table without destroying it. */
+static void seg_unlink(segment_store *s, uint32_t vol, uint32_t pg)
+{
+    size_t i = seg_lower(s, vol, pg);
+    if (i == s->n_segs || seg_cmp(s->segs[i], vol, pg) != 0)
+        return;
+    memmove(&s->segs[i], &s->segs[i + 1],
+            (s->n_segs - i - 1) * sizeof *s->segs);
+    s->n_segs--;
+}
+
+/* Geometry of a segment, falling back to its volume's. */
+static bool seg_geometry(const segment_store *s, const segment *g,
+                         uint32_t *page_size, uint64_t *pg_pages)
+{
+    if (g->page_size != 0) {
+        *page_size = g->page_size;
+        *pg_pages = g->pg_pages;
+        return true;
+    }
+    const volume *v = vol_find(s, g->vol);
+    if (v != NULL && v->page_size != 0) {
+        *page_size = v->page_size;
+        *pg_pages = v->pg_pages;
+        return true;
+    }
+    return false;
+}
+
+static bool geometry_ok(uint32_t page_size, uint64_t pg_pages)
+{
+    return page_size >= PAGE_SIZE_MIN && page_size <= PAGE_SIZE_MAX &&
+           (page_size & (page_size - 1)) == 0 && pg_pages > 0;
+}
+
+/* Debug-build invariant checks of one segment (STYLE.md: after every
+ * event). Cheap: no I/O. */
+static void seg_check(const segment_store *s, const segment *g)
+{
+#ifndef NDEBUG
+    size_t i = seg_lower(s, g->vol, g->pg);
+    assert(i < s->n_segs && s->segs[i] == g);
+    assert(i == 0 || seg_cmp(s->segs[i - 1], g->vol, g->pg) < 0);
+    assert(i + 1 == s->n_segs || seg_cmp(s->segs[i + 1], g->vol, g->pg) > 0);
+    assert(g->n_members == 0 || g->n_members == HX_PG_MEMBERS);
+    assert(!g->in_batch);
+    uint64_t scl = hx_chain_scl(g->chain);
+    assert(hx_chain_scl_cpl(g->chain) <= scl);
+    assert(hx_chain_max_lsn(g->chain) >= scl);
+    assert(g->n_trunc <= SEGMENT_STORE_TRUNCATIONS_MAX);
+    for (size_t j = 0; j < g->n_trunc; j++) {
+        assert(g->trunc[j].from <= g->trunc[j].to);
+        assert(j == 0 || g->trunc[j - 1].to < g->trunc[j].from);
+    }
+#else
+    (void)s;
+    (void)g;
+#endif
+}
+
+/* ------------------------------------------------------------------------
+ * Packing metadata.
+ * ---------------------------------------------------------------------- */
+
+static int put_volume_meta(rocksdb_writebatch_t *wb, const volume *v)
+{
+    Hexad__VolumeMeta m = HEXAD__VOLUME_META__INIT;
+    Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
+    m.epoch = v->epoch;
+    if (v->page_size != 0) {
+        geo.page_size = v->page_size;
+        geo.pg_pages = v->pg_pages;
+        m.geometry = &geo;
+    }
+    uint8_t buf[64];
+    size_t len = hexad__volume_meta__get_packed_size(&m);
+    if (len > sizeof buf)
+        return HX_ERR_INVALID;
+    hexad__volume_meta__pack(&m, buf);
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_volume(k, v->vol);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
+    return HX_OK;
+}
+
+static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
+{
+    Hexad__SegmentMeta m = HEXAD__SEGMENT_META__INIT;
+    Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
+    char *members[HX_PG_MEMBERS];
+    Hexad__LsnRange ranges[SEGMENT_STORE_TRUNCATIONS_MAX];
+    Hexad__LsnRange *rptr[SEGMENT_STORE_TRUNCATIONS_MAX];
+
+    m.membership_epoch = g->membership_epoch;
+    for (size_t i = 0; i < g->n_members; i++)
+        members[i] = (char *)g->members[i];
+    m.n_members = g->n_members;
+    m.members = members;
+    m.scl = hx_chain_scl(g->chain);
+    m.scl_cpl = hx_chain_scl_cpl(g->chain);
+    for (size_t i = 0; i < g->n_trunc; i++) {
+        hexad__lsn_range__init(&ranges[i]);
+        ranges[i].from_lsn = g->trunc[i].from;
+        ranges[i].to_lsn = g->trunc[i].to;
+        ranges[i].epoch = g->trunc[i].epoch;
+        rptr[i] = &ranges[i];
+    }
+    m.n_truncations = g->n_trunc;
+    m.truncations = rptr;
+    if (g->page_size != 0) {
+        geo.page_size = g->page_size;
+        geo.pg_pages = g->pg_pages;
+        m.geometry = &geo;
+    }
+    size_t len = hexad__segment_meta__get_packed_size(&m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return HX_ERR_NOMEM;
+    hexad__segment_meta__pack(&m, buf);
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_segment(k, g->vol, g->pg);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
+    free(buf);
+    return HX_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Loading (open, and reload after a failed write).
+ * ---------------------------------------------------------------------- */
+
+static bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix,
+                        size_t plen, const uint8_t **key, size_t *klen)
+{
+    if (!rocksdb_iter_valid(it))
+        return false;
+    size_t kl = 0;
+    const char *k = rocksdb_iter_key(it, &kl);
+    if (kl < plen || memcmp(k, prefix, plen) != 0)
+        return false;
+    *key = (const uint8_t *)k;
+    *klen = kl;
+    return true;
+}
+
+static int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
+                       const char *what)
+{
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err == NULL)
+        return HX_OK;
+    int rc = rocks_err(err);
+    HX_ERROR("segment store: reading %s failed: %s", what, err);
+    why_set(why, "reading %s failed: %s", what, err);
+    rocksdb_free(err);
+    return rc;
+}
+
+static int volume_from_meta(uint32_t vol, const char *val, size_t len,
+                            volume **out)
+{
+    Hexad__VolumeMeta *m =
+        hexad__volume_meta__unpack(NULL, len, (const uint8_t *)val);
+    if (m == NULL)
+        return HX_ERR_CHECKSUM;
+    volume *v = calloc(1, sizeof *v);
+    if (v == NULL) {
+        hexad__volume_meta__free_unpacked(m, NULL);
+        return HX_ERR_NOMEM;
+    }
+    v->vol = vol;
+    v->epoch = m->epoch;
+    if (m->geometry != NULL && geometry_ok(m->geometry->page_size,
+                                           m->geometry->pg_pages)) {
+        v->page_size = m->geometry->page_size;
+        v->pg_pages = m->geometry->pg_pages;
+    }
+    hexad__volume_meta__free_unpacked(m, NULL);
+    *out = v;
+    return HX_OK;
+}
+
+/* Rebuilds a segment from its meta plus a scan of its records
+ * (invariant 5). */
+static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
+                             const char *val, size_t len, segment **out,
+                             segment_store_why *why)
+{
+    Hexad__SegmentMeta *m =
+        hexad__segment_meta__unpack(NULL, len, (const uint8_t *)val);
+    if (m == NULL) {
+        why_set(why, "segment %u/%u: metadata does not decode", vol, pg);
+        return HX_ERR_CHECKSUM;
+    }
+    int rc = HX_OK;
+    rocksdb_iterator_t *it = NULL;
+    segment *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        rc = HX_ERR_NOMEM;
+        goto fail;
+    }
+    g->vol = vol;
+    g->pg = pg;
+    g->membership_epoch = m->membership_epoch;
+    if (m->n_members <= HX_PG_MEMBERS) {
+        for (size_t i = 0; i < m->n_members; i++)
+            snprintf(g->members[i], HX_ID_MAX, "%s", m->members[i]);
+        g->n_members = m->n_members;
+    }
+    if (m->geometry != NULL &&
+        geometry_ok(m->geometry->page_size, m->geometry->pg_pages)) {
+        g->page_size = m->geometry->page_size;
+        g->pg_pages = m->geometry->pg_pages;
+    }
+    for (size_t i = 0;
+         i < m->n_truncations && i < SEGMENT_STORE_TRUNCATIONS_MAX; i++) {
+        g->trunc[i].from = m->truncations[i]->from_lsn;
+        g->trunc[i].to = m->truncations[i]->to_lsn;
+        g->trunc[i].epoch = m->truncations[i]->epoch;
+        g->n_trunc++;
+    }
+    uint64_t scl = m->scl, scl_cpl = m->scl_cpl <= m->scl ? m->scl_cpl : 0;
+    g->chain = hx_chain_create(scl, scl_cpl);
+    if (g->chain == NULL) {
+        rc = HX_ERR_NOMEM;
+        goto fail;
+    }
+
+    /* Every record is counted; those above scl are fed to the chain. */
+    uint8_t prefix[KEY_MAX_LEN];
+    key_lsn(prefix, KEY_RECORD, vol, pg, 0);
+    it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iter_seek(it, (const char *)prefix, KEY_LSN_LEN);
+    const uint8_t *k;
+    size_t kl;
+    for (; iter_prefix(it, prefix, 9, &k, &kl); rocksdb_iter_next(it)) {
+        if (kl != KEY_LSN_LEN)
+            continue;
+        g->records++;
+        uint64_t lsn = get_be64(k + 9);
+        if (lsn <= scl)
+            continue;
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
+        if (r == NULL || hx_record_verify(r) != HX_OK || r->lsn != lsn) {
+            s->checksum_errors++;
+            HX_ERROR("segment %u/%u: stored record %" PRIu64
+                     " is corrupt; left out of the chain", vol, pg, lsn);
+            if (r)
+                hexad__record__free_unpacked(r, NULL);
+            continue;
+        }
+        int ar = hx_chain_add(g->chain, r->lsn, r->prev_lsn,
+                              (r->flags & HX_RECORD_CPL) != 0);
+        if (ar < 0)
+            HX_WARN("segment %u/%u: stored record %" PRIu64 " (prev %" PRIu64
+                    ") does not fit the chain: %s", vol, pg, r->lsn,
+                    r->prev_lsn, hx_strerror(ar));
+        hexad__record__free_unpacked(r, NULL);
+        if (ar == HX_ERR_NOMEM) {
+            rc = ar;
+            goto fail;
+        }
+    }
+    rc = iter_status(it, why, "records");
+    if (rc != HX_OK)
+        goto fail;
+    rocksdb_iter_destroy(it);
+    hexad__segment_meta__free_unpacked(m, NULL);
+    *out = g;
+    return HX_OK;
+
+fail:
+    if (it)
+        rocksdb_iter_destroy(it);
+    seg_destroy(g);
+    hexad__segment_meta__free_unpacked(m, NULL);
+    if (rc == HX_ERR_NOMEM)
+        why_set(why, "out of memory loading segment %u/%u", vol, pg);
+    return rc;
+}
+
+/* Reads key into a malloc'd buffer (rocksdb_free it). *val NULL: absent. */
+static int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
+                  size_t *vl, segment_store_why *why)
+{
+    char *err = NULL;
+    *val = rocksdb_get(s->db, s->ropts, (const char *)k, kl, vl, &err);
+    if (err != NULL) {
+        int rc = rocks_err(err);
+        HX_ERROR("segment store: read failed: %s", err);
+        why_set(why, "read failed: %s", err);
+        rocksdb_free(err);
+        return rc;
+    }
+    return HX_OK;
+}
+
+/* Replaces the in-memory volume by what disk holds (or drops it). */
+static void vol_reload(segment_store *s, uint32_t vol)
+{
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_volume(k, vol);
+    char *val = NULL;
+    size_t vl = 0;
+    vol_remove(s, vol);
+    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
+        return;
+    volume *v = NULL;
+    if (volume_from_meta(vol, val, vl, &v) == HX_OK && vol_insert(s, v) != HX_OK)
+        free(v);
+    rocksdb_free(val);
+}
+
+/* Replaces the in-memory segment by what disk holds (or drops it). */
+static void seg_reload(segment_store *s, uint32_t vol, uint32_t pg)
+{
+    segment *old = seg_find(s, vol, pg);
+    seg_unlink(s, vol, pg);
+    seg_destroy(old);
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_segment(k, vol, pg);
+    char *val = NULL;
+    size_t vl = 0;
+    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
+        return;
+    segment *g = NULL;
+    segment_store_why why = {0};
+    if (segment_from_meta(s, vol, pg, val, vl, &g, &why) != HX_OK) {
+        HX_ERROR("segment %u/%u cannot be reloaded (%s): not served until "
+                 "restart", vol, pg, why.msg);
+    } else if (seg_insert(s, g) != HX_OK) {
+        seg_destroy(g);
+    }
+    rocksdb_free(val);
+}
+
+static int load_all(segment_store *s, segment_store_why *why)
+{
+    int rc = HX_OK;
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *k;
+    size_t kl;
+
+    uint8_t vp[1] = {KEY_VOLUME};
+    rocksdb_iter_seek(it, (const char *)vp, 1);
+    for (; iter_prefix(it, vp, 1, &k, &kl); rocksdb_iter_next(it)) {
+        if (kl != KEY_VOLUME_LEN)
+            continue;
+        size_t vl = 0;
+        const char *val = rocksdb_iter_value(it, &vl);
+        volume *v = NULL;
+        rc = volume_from_meta(get_be32(k + 1), val, vl, &v);
+        if (rc == HX_ERR_CHECKSUM) {
+            why_set(why, "volume %u: metadata does not decode", get_be32(k + 1));
+            goto done;
+        }
+        if (rc == HX_OK && (rc = vol_insert(s, v)) != HX_OK)
+            free(v);
+        if (rc != HX_OK)
+            goto done;
+    }
+    if ((rc = iter_status(it, why, "volumes")) != HX_OK)
+        goto done;
+
+    uint8_t sp[1] = {KEY_SEGMENT};
+    rocksdb_iter_seek(it, (const char *)sp, 1);
+    for (; iter_prefix(it, sp, 1, &k, &kl); rocksdb_iter_next(it)) {
+        if (kl != KEY_SEGMENT_LEN)
+            continue;
+        size_t vl = 0;
+        const char *val = rocksdb_iter_value(it, &vl);
+        segment *g = NULL;
+        rc = segment_from_meta(s, get_be32(k + 1), get_be32(k + 5), val, vl,
+                               &g, why);
+        if (rc == HX_OK && (rc = seg_insert(s, g)) != HX_OK)
+            seg_destroy(g);
+        if (rc != HX_OK)
+            goto done;
+    }
+    rc = iter_status(it, why, "segments");
+done:
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Open / close.
+ * ---------------------------------------------------------------------- */
+
+int segment_store_open(const char *data_dir, const char *node_id,
+                       segment_store **out, segment_store_why *why)
+{
+    int rc = HX_OK;
+    char *err = NULL;
+    segment_store *s = calloc(1, sizeof *s);
+    if (s == NULL) {
+        why_set(why, "out of memory");
+        return HX_ERR_NOMEM;
+    }
+    snprintf(s->node_id, sizeof s->node_id, "%s", node_id);
+    if (mkdir(data_dir, 0755) != 0 && errno != EEXIST) {
+        why_set(why, "cannot create %s: %s", data_dir, strerror(errno));
+        rc = HX_ERR_IO;
+        goto fail;
+    }
+    int n = snprintf(s->path, sizeof s->path, "%s/db", data_dir);
+    if (n < 0 || (size_t)n >= sizeof s->path) {
+        why_set(why, "data directory path too long: %s", data_dir);
+        rc = HX_ERR_INVALID;
+        goto fail;
+    }
+
+    s->opts = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->opts, 1);
+    /* Modest memory: many nodes may share one machine. */
+    rocksdb_options_set_write_buffer_size(s->opts, 16u << 20);
+    rocksdb_options_set_max_open_files(s->opts, 512);
+    rocksdb_options_set_keep_log_file_num(s->opts, 4);
+    /* Records are small and often compressible; lz4 is cheap. */
+    rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+    s->wsync = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->wsync, 1);
+    s->ropts = rocksdb_readoptions_create();
+
+    s->db = rocksdb_open(s->opts, s->path, &err);
+    if (err != NULL && strstr(err, "ompression") != NULL) {
+        /* lz4 not built into this librocksdb: store uncompressed. */
+        rocksdb_free(err);
+        err = NULL;
+        rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
+        s->db = rocksdb_open(s->opts, s->path, &err);
+    }
+    if (err != NULL) {
+        rc = rocks_err(err);
+        why_set(why, "cannot open RocksDB at %s: %s%s", s->path, err,
+                strstr(err, "lock") ? " (is another hexad-storage using this "
+                                      "data directory?)"
+                                    : "");
+        rocksdb_free(err);
+        goto fail;
+    }
+    rc = load_all(s, why);
+    if (rc != HX_OK)
+        goto fail;
+    HX_INFO("segment store %s: %zu volume(s), %zu segment(s)", s->path,
+            s->n_vols, s->n_segs);
+    *out = s;
+    return HX_OK;
+
+fail:
+    segment_store_close(s);
+    return rc;
+}
+
+static void staged_free(staged_append *a)
+{
+    free(a->recs);
+    free(a->bytes);
+}
+
+void segment_store_close(segment_store *s)
+{
+    if (s == NULL)
+        return;
+    if (s->n_staged > 0)
+        HX_WARN("segment store closed with %zu append(s) staged, never "
+                "acknowledged", s->n_staged);
+    for (size_t i = 0; i < s->n_staged; i++)
+        staged_free(&s->staged[i]);
+    free(s->staged);
+    for (size_t i = 0; i < s->n_segs; i++)
+        seg_destroy(s->segs[i]);
+    free(s->segs);
+    for (size_t i = 0; i < s->n_vols; i++)
+        free(s->vols[i]);
+    free(s->vols);
+    if (s->db)
+        rocksdb_close(s->db);
+    if (s->ropts)
+        rocksdb_readoptions_destroy(s->ropts);
+    if (s->wsync)
+        rocksdb_writeoptions_destroy(s->wsync);
+    if (s->opts)
+        rocksdb_options_destroy(s->opts);
+    free(s);
+}
+
+/* One synced write (or an injected failure). */
+static int store_write(segment_store *s, rocksdb_writebatch_t *wb,
+                       const char *what, segment_store_why *why)
+{
+    char *err = NULL;
+    const char *msg = NULL;
+    if (s->inject_count > 0) {
+        s->inject_count--;
+        msg = s->inject_msg;
+    } else {
+        rocksdb_write(s->db, s->wsync, wb, &err);
+        msg = err;
+    }
+    if (msg == NULL)
+        return HX_OK;
+    int rc = rocks_err(msg);
+    HX_ERROR("segment store: synced write of %s failed: %s (%s)", what, msg,
+             hx_strerror(rc));
+    why_set(why, "synced write of %s failed: %s", what, msg);
+    if (err)
+        rocksdb_free(err);
+    return rc;
+}
+
+void segment_store_inject_write_error(segment_store *s, unsigned count,
+                                      const char *rocksdb_msg)
+{
+    s->inject_count = count;
+    snprintf(s->inject_msg, sizeof s->inject_msg, "%s",
+             rocksdb_msg ? rocksdb_msg : "IO error: injected");
+}
+
+uint64_t segment_store_volume_epoch(const segment_store *s, uint32_t vol)
+{
+    const volume *v = vol_find(s, vol);
+    return v ? v->epoch : 0;
+}
+
+/* ------------------------------------------------------------------------
+ * Appends: staging.
+ * ---------------------------------------------------------------------- */
+
+size_t segment_store_staged_count(const segment_store *s)
+{
+    return s->n_staged;
+}
+
+size_t segment_store_staged_bytes(const segment_store *s)
+{
+    return s->staged_bytes;
+}
+
+static void stage_members(staged_append *a, const Hexad__AppendRecords *req,
+                          const char *self)
+{
+    if (req->n_members != HX_PG_MEMBERS) {
+        snprintf(a->members_err, sizeof a->members_err,
+                 "a segment needs %d members, got %zu", HX_PG_MEMBERS,
+                 req->n_members);
+        return;
+    }
+    bool has_self = false;
+    for (size_t i = 0; i < req->n_members; i++) {
+        const char *m = req->members[i];
+        size_t len = strlen(m);
+        if (len == 0 || len >= HX_ID_MAX) {
+            snprintf(a->members_err, sizeof a->members_err,
+                     "member %zu has a bad id (empty or over %d bytes)", i,
+                     HX_ID_MAX - 1);
+            return;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(a->members[j], m) == 0) {
+                snprintf(a->members_err, sizeof a->members_err,
+                         "member %s is listed twice", m);
+                return;
+            }
+        memcpy(a->members[i], m, len + 1);
+        if (strcmp(m, self) == 0)
+            has_self = true;
+    }
+    if (!has_self) {
+        snprintf(a->members_err, sizeof a->members_err,
+                 "members do not include this node (%s)", self);
+        return;
+    }
+    a->n_members = req->n_members;
+}
+
+int segment_store_stage_append(segment_store *s,
+                               const Hexad__AppendRecords *req, void *cookie)
+{
+    if (s->n_staged == s->cap_staged) {
+        size_t ncap = s->cap_staged ? s->cap_staged * 2 : 16;
+        staged_append *ns = realloc(s->staged, ncap * sizeof *ns);
+        if (ns == NULL)
+            return HX_ERR_NOMEM;
+        s->staged = ns;
+        s->cap_staged = ncap;
+    }
+    staged_append *a = &s->staged[s->n_staged];
+    memset(a, 0, sizeof *a);
+    a->cookie = cookie;
+    a->vol = req->volume;
+    a->pg = req->pg;
+    a->volume_epoch = req->volume_epoch;
+    a->membership_epoch = req->membership_epoch;
+    if (req->geometry != NULL) {
+        a->page_size = req->geometry->page_size;
+        a->pg_pages = req->geometry->pg_pages;
+    }
+    stage_members(a, req, s->node_id);
+
+    /* Stateless checks: a refused append stores nothing, so its records
+     * are not even copied. */
+    for (size_t i = 0; i < req->n_records; i++) {
+        const Hexad__Record *r = req->records[i];
+        if (hx_record_verify(r) != HX_OK) {
+            a->stage_rc = HX_ERR_CHECKSUM;
+            snprintf(a->stage_msg, sizeof a->stage_msg,
+                     "record %" PRIu64 " (page %" PRIu64
+                     ") fails its checksum; nothing of the append stored",
+                     r->lsn, r->page_no);
+            break;
+        }
+        if (r->lsn == 0 || r->prev_lsn >= r->lsn) {
+            a->stage_rc = HX_ERR_INVALID;
+            snprintf(a->stage_msg, sizeof a->stage_msg,
+                     "record %" PRIu64 " has prev_lsn %" PRIu64
+                     " (must be below its lsn)", r->lsn, r->prev_lsn);
+            break;
+        }
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < req->n_records; i++)
+        total += hexad__record__get_packed_size(req->records[i]);
+    s->records_received += req->n_records;
+    s->bytes_received += total;
+
+    if (a->stage_rc == HX_OK && req->n_records > 0) {
+        a->recs = calloc(req->n_records, sizeof *a->recs);
+        a->bytes = malloc(total ? total : 1);
+        if (a->recs == NULL || a->bytes == NULL) {
+            staged_free(a);
+            return HX_ERR_NOMEM;
+        }
+        size_t off = 0;
+        for (size_t i = 0; i < req->n_records; i++) {
+            const Hexad__Record *r = req->records[i];
+            staged_rec *sr = &a->recs[i];
+            sr->lsn = r->lsn;
+            sr->prev_lsn = r->prev_lsn;
+            sr->page_no = r->page_no;
+            sr->epoch = r->epoch;
+            sr->flags = r->flags;
+            for (size_t j = 0; j < r->n_patches; j++) {
+                uint64_t end = (uint64_t)r->patches[j]->offset +
+                               r->patches[j]->data.len;
+                if (end > sr->patch_end)
+                    sr->patch_end = end;
+            }
+            sr->off = off;
+            sr->len = hexad__record__pack(r, a->bytes + off);
+            off += sr->len;
+        }
+        a->n_recs = req->n_records;
+        a->n_bytes = off;
+    }
+    s->staged_bytes += a->n_bytes + sizeof *a;
+    s->n_staged++;
+    return HX_OK;
+}
+
+/* ------------------------------------------------------------------------
+ * Appends: applying a batch.
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+    segment **segs;  /* touched segments (each once) */
+    size_t n_segs, cap_segs;
+    uint32_t *vols;  /* touched volumes (each once) */
+    size_t n_vols, cap_vols;
+} batch_touch;
+
+/* An append touches at most one segment and one volume, so lists reserved
+ * with one slot per staged append never grow while a batch is applied: an
+ * allocation failure cannot leave a change unrecorded (and so unreloaded). */
+static void touch_seg(batch_touch *t, segment *g)
+{
+    if (g->in_batch)
+        return;
+    assert(t->n_segs < t->cap_segs);
+    g->in_batch = true;
+    t->segs[t->n_segs++] = g;
+}
+
+static void touch_vol(batch_touch *t, volume *v)
+{
+    if (v->in_batch)
+        return;
+    assert(t->n_vols < t->cap_vols);
+    v->in_batch = true;
+    t->vols[t->n_vols++] = v->vol;
+}
+
+static bool in_truncated(const segment *g, uint64_t lsn, uint64_t epoch)
+{
+    for (size_t i = 0; i < g->n_trunc; i++)
+        if (lsn >= g->trunc[i].from && lsn <= g->trunc[i].to &&
+            epoch < g->trunc[i].epoch)
+            return true;
+    return false;
+}
+
+static void refuse(segment_store_append_result *res, int rc, const char *fmt,
+                   ...) __attribute__((format(printf, 3, 4)));
+
+static void refuse(segment_store_append_result *res, int rc, const char *fmt,
+                   ...)
+{
+    res->rc = rc;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->why.msg, sizeof res->why.msg, fmt, ap);
+    va_end(ap);
+}
+
+/* Checks a (in the brief's order), then applies it to memory and puts its
+ * keys into wb. Refusals touch nothing; a chain fork part-way keeps what
+ * came before it (memory and batch agree either way). */
+static void apply_append(segment_store *s, rocksdb_writebatch_t *wb,
+                         batch_touch *t, staged_append *a)
+{
+    segment_store_append_result *res = &a->res;
+    res->volume = a->vol;
+    res->pg = a->pg;
+
+    volume *v = vol_find(s, a->vol);
+    if (v != NULL && a->volume_epoch < v->epoch) {
+        res->why.current_epoch = v->epoch;
+        refuse(res, HX_ERR_STALE_EPOCH,
+               "volume %u: append carries epoch %" PRIu64
+               ", this node holds epoch %" PRIu64, a->vol, a->volume_epoch,
+               v->epoch);
+        return;
+    }
+    segment *g = seg_find(s, a->vol, a->pg);
+    bool has_members = g != NULL && g->n_members > 0;
+    if (has_members && a->membership_epoch < g->membership_epoch) {
+        refuse(res, HX_ERR_STALE_MEMBERSHIP,
+               "segment %u/%u: append carries membership epoch %" PRIu64
+               ", the segment is at %" PRIu64, a->vol, a->pg,
+               a->membership_epoch, g->membership_epoch);
+        return;
+    }
+    bool take_members = !has_members || a->membership_epoch > g->membership_epoch;
+    if (take_members && a->members_err[0] != '\0') {
+        refuse(res, HX_ERR_INVALID, "segment %u/%u: %s", a->vol, a->pg,
+               a->members_err);
+        return;
+    }
+    uint32_t page_size = 0;
+    uint64_t pg_pages = 0;
+    if (g == NULL || !seg_geometry(s, g, &page_size, &pg_pages)) {
+        if (v != NULL && v->page_size != 0) {
+            page_size = v->page_size;
+            pg_pages = v->pg_pages;
+        } else if (geometry_ok(a->page_size, a->pg_pages)) {
+            page_size = a->page_size;
+            pg_pages = a->pg_pages;
+        } else {
+            refuse(res, HX_ERR_INVALID,
+                   "segment %u/%u: no valid geometry (page_size %u, "
+                   "pg_pages %" PRIu64 ")", a->vol, a->pg, a->page_size,
+                   a->pg_pages);
+            return;
+        }
+    }
+    if (a->stage_rc != HX_OK) {
+        refuse(res, a->stage_rc, "segment %u/%u: %s", a->vol, a->pg,
+               a->stage_msg);
+        return;
+    }
+    for (size_t i = 0; i < a->n_recs; i++) {
+        const staged_rec *r = &a->recs[i];
+        if (r->page_no / pg_pages != a->pg) {
+            refuse(res, HX_ERR_INVALID,
+                   "record %" PRIu64 ": page %" PRIu64
+                   " is not in PG %u (%" PRIu64 " pages per PG)",
+                   r->lsn, r->page_no, a->pg, pg_pages);
+            return;
+        }
+        if (r->patch_end > page_size) {
+            refuse(res, HX_ERR_INVALID,
+                   "record %" PRIu64 ": a patch reaches byte %" PRIu64
+                   " of a %u-byte page", r->lsn, r->patch_end, page_size);
+            return;
+        }
+    }
+
+    /* Accepted: from here on memory and the batch change together. */
+    if (v == NULL) {
+        v = calloc(1, sizeof *v);
+        if (v != NULL) {
+            v->vol = a->vol;
+            v->epoch = a->volume_epoch;
+        }
+        if (v == NULL || vol_insert(s, v) != HX_OK) {
+            free(v);
+            refuse(res, HX_ERR_NOMEM, "out of memory");
+            return;
+        }
+        touch_vol(t, v);
+    } else if (a->volume_epoch > v->epoch) {
+        HX_INFO("volume %u: epoch %" PRIu64 " -> %" PRIu64 " (append)",
+                a->vol, v->epoch, a->volume_epoch);
+        v->epoch = a->volume_epoch;
+        touch_vol(t, v);
+    }
+    if (v->page_size == 0) {
+        v->page_size = page_size;
+        v->pg_pages = pg_pages;
+        touch_vol(t, v);
+    }
+    if (g == NULL) {
+        g = calloc(1, sizeof *g);
+        if (g != NULL)
+            g->chain = hx_chain_create(0, 0);
+        if (g == NULL || g->chain == NULL) {
+            seg_destroy(g);
+            refuse(res, HX_ERR_NOMEM, "out of memory");
+            return;
+        }
+        g->vol = a->vol;
+        g->pg = a->pg;
+        int ir = seg_insert(s, g);
+        if (ir != HX_OK) {
+            seg_destroy(g);
+            refuse(res, ir, "cannot hold another segment (%zu held)",
+                   s->n_segs);
+            return;
+        }
+        touch_seg(t, g);
+    }
+    if (take_members) {
+        touch_seg(t, g);
+        if (has_members)
+            HX_INFO("segment %u/%u: membership epoch %" PRIu64 " -> %" PRIu64,
+                    a->vol, a->pg, g->membership_epoch, a->membership_epoch);
+        memcpy(g->members, a->members, sizeof g->members);
+        g->n_members = a->n_members;
+        g->membership_epoch = a->membership_epoch;
+    }
+    if (g->page_size == 0) {
+        g->page_size = page_size;
+        g->pg_pages = pg_pages;
+        touch_seg(t, g);
+    }
+
+    for (size_t i = 0; i < a->n_recs; i++) {
+        const staged_rec *r = &a->recs[i];
+        if (in_truncated(g, r->lsn, r->epoch)) {
+            res->dropped++;
+            continue;
+        }
+        if (hx_chain_has(g->chain, r->lsn)) {
+            res->duplicates++;
+            continue;
+        }
+        int ar = hx_chain_add(g->chain, r->lsn, r->prev_lsn,
+                              (r->flags & HX_RECORD_CPL) != 0);
+        if (ar == 0) {
+            res->duplicates++;
+            continue;
+        }
+        if (ar < 0) {
+            refuse(res, ar,
+                   "segment %u/%u: record %" PRIu64 " (prev_lsn %" PRIu64
+                   ") forks the chain (SCL %" PRIu64 "); %u earlier record(s) "
+                   "of the append kept", a->vol, a->pg, r->lsn, r->prev_lsn,
+                   hx_chain_scl(g->chain), res->stored);
+            HX_WARN("%s", res->why.msg);
+            break;
+        }
+        uint8_t k[KEY_MAX_LEN];
+        size_t kl = key_lsn(k, KEY_RECORD, a->vol, a->pg, r->lsn);
+        rocksdb_writebatch_put(wb, (const char *)k, kl,
+                               (const char *)a->bytes + r->off, r->len);
+        uint8_t fl[4];
+        put_be32(fl, r->flags);
+        kl = key_page(k, a->vol, a->pg, r->page_no, r->lsn);
+        rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)fl, 4);
+        if (r->flags & HX_RECORD_CPL) {
+            kl = key_lsn(k, KEY_CPL, a->vol, a->pg, r->lsn);
+            rocksdb_writebatch_put(wb, (const char *)k, kl, "", 0);
+        }
+        g->records++;
+        res->stored++;
+        touch_seg(t, g);
+    }
+}
+
+int segment_store_flush(segment_store *s, segment_store_append_done done,
+                        void *arg)
+{
+    if (s->n_staged == 0)
+        return HX_OK;
+    int wrc = HX_OK;
+    segment_store_why wwhy = {0};
+    batch_touch t = {0};
+    t.segs = calloc(s->n_staged, sizeof *t.segs);
+    t.vols = calloc(s->n_staged, sizeof *t.vols);
+    t.cap_segs = t.cap_vols = s->n_staged;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+
+    for (size_t i = 0; i < s->n_staged; i++) {
+        if (t.segs == NULL || t.vols == NULL)
+            refuse(&s->staged[i].res, HX_ERR_NOMEM, "out of memory");
+        else
+            apply_append(s, wb, &t, &s->staged[i]);
+    }
+
+    /* Invariant 3: the chain state goes into the same batch. */
+    for (size_t i = 0; i < t.n_segs && wrc == HX_OK; i++)
+        wrc = put_segment_meta(wb, t.segs[i]);
+    for (size_t i = 0; i < t.n_vols && wrc == HX_OK; i++)
+        wrc = put_volume_meta(wb, vol_find(s, t.vols[i]));
+    if (wrc != HX_OK) {
+        why_set(&wwhy, "out of memory building the batch");
+    } else if (rocksdb_writebatch_count(wb) > 0) {
+        /* A batch of duplicates only changes nothing: no write needed,
+         * what it acknowledges is already durable. */
+        char what[64];
+        snprintf(what, sizeof what, "%zu append(s)", s->n_staged);
+        wrc = store_write(s, wb, what, &wwhy);
+        if (wrc == HX_OK)
+            s->batches_synced++;
+    }
+    rocksdb_writebatch_destroy(wb);
+
+    if (wrc == HX_OK) {
+        for (size_t i = 0; i < t.n_segs; i++) {
+            t.segs[i]->in_batch = false;
+            seg_check(s, t.segs[i]);
+        }
+        for (size_t i = 0; i < t.n_vols; i++) {
+            volume *v = vol_find(s, t.vols[i]);
+            if (v)
+                v->in_batch = false;
+        }
+    } else {
+        /* Invariant 2: forget what disk does not hold. Segment pointers in
+         * t.segs die in seg_reload, so collect the ids first. */
+        size_t n = t.n_segs;
+        uint32_t (*ids)[2] = calloc(n ? n : 1, sizeof *ids);
+        for (size_t i = 0; ids != NULL && i < n; i++) {
+            ids[i][0] = t.segs[i]->vol;
+            ids[i][1] = t.segs[i]->pg;
+        }
+        for (size_t i = 0; ids != NULL && i < n; i++)
+            seg_reload(s, ids[i][0], ids[i][1]);
+        if (ids == NULL) /* cannot even reload: drop them all */
+            for (size_t i = 0; i < n; i++) {
+                segment *g = t.segs[i];
+                seg_unlink(s, g->vol, g->pg);
+                seg_destroy(g);
+            }
+        free(ids);
+        for (size_t i = 0; i < t.n_vols; i++)
+            vol_reload(s, t.vols[i]);
+        HX_ERROR("segment store: %zu append(s) refused after the failed "
+                 "write; %zu segment(s) reloaded from disk", s->n_staged, n);
+    }
+
+    for (size_t i = 0; i < s->n_staged; i++) {
+        staged_append *a = &s->staged[i];
+        if (a->res.rc == HX_OK && wrc != HX_OK) {
+            a->res.rc = wrc;
+            a->res.why = wwhy;
+            a->res.stored = 0;
+        }
+        segment *g = seg_find(s, a->vol, a->pg);
+        if (g != NULL) {
+            a->res.scl = hx_chain_scl(g->chain);
+            a->res.max_lsn = hx_chain_max_lsn(g->chain);
+        }
+    }
+    free(t.segs);
+    free(t.vols);
+
+    /* Results are reported after the staged list is detached, so that a
+     * callback may stage (or flush) again. */
+    staged_append *list = s->staged;
+    size_t n = s->n_staged;
+    s->staged = NULL;
+    s->n_staged = s->cap_staged = 0;
+    s->staged_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (done)
+            done(list[i].cookie, &list[i].res, arg);
+        staged_free(&list[i]);
+    }
+    free(list);
+    return wrc;
+}
+
+typedef struct {
+    segment_store_append_result *res;
+} append_one;
+
+static void append_one_done(void *cookie,
+                            const segment_store_append_result *res, void *arg)
+{
+    (void)arg;
+    append_one *o = cookie;
+    *o->res = *res;
+}
+
+int segment_store_append(segment_store *s, const Hexad__AppendRecords *req,
+                         segment_store_append_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (s->n_staged > 0) {
+        res->rc = HX_ERR_BUSY;
+        snprintf(res->why.msg, sizeof res->why.msg, "appends are staged");
+        return HX_ERR_BUSY;
+    }
+    append_one o = {res};
+    int rc = segment_store_stage_append(s, req, &o);
+    if (rc != HX_OK) {
+        res->rc = rc;
+        snprintf(res->why.msg, sizeof res->why.msg, "%s", hx_strerror(rc));
+        return rc;
+    }
+    segment_store_flush(s, append_one_done, NULL);
+    return res->rc;
+}
+
+/* ------------------------------------------------------------------------
+ * Reads.
+ * ---------------------------------------------------------------------- */
+
+/* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
+static int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
+                     uint64_t at, uint64_t *lsn, segment_store_why *why)
+{
+    *lsn = 0;
+    if (at == 0)
+        return HX_OK;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, tag, vol, pg, at);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+    const uint8_t *ik;
+    size_t ikl;
+    if (iter_prefix(it, k, 9, &ik, &ikl) && ikl == KEY_LSN_LEN)
+        *lsn = get_be64(ik + 9);
+    int rc = iter_status(it, why, "the record index");
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+/* Reads, unpacks and verifies record lsn (invariant 6). *r is freed with
+ * hexad__record__free_unpacked. */
+static int read_record(segment_store *s, uint32_t vol, uint32_t pg,
+                       uint64_t lsn, Hexad__Record **out,
+                       segment_store_why *why)
+{
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, vol, pg, lsn);
+    char *val = NULL;
+    size_t vl = 0;
+    int rc = db_get(s, k, kl, &val, &vl, why);
+    if (rc != HX_OK)
+        return rc;
+    if (val == NULL) {
+        HX_ERROR("segment %u/%u: record %" PRIu64 " is indexed but missing",
+                 vol, pg, lsn);
+        why_set(why, "segment %u/%u: record %" PRIu64 " is indexed but "
+                "missing", vol, pg, lsn);
+        return HX_ERR_IO;
+    }
+    Hexad__Record *r = hexad__record__unpack(NULL, vl, (uint8_t *)val);
+    rocksdb_free(val);
+    if (r == NULL || r->lsn != lsn || hx_record_verify(r) != HX_OK) {
+        s->checksum_errors++;
+        HX_ERROR("segment %u/%u: stored record %" PRIu64 " fails its "
+                 "checksum (%" PRIu64 " bad records seen)", vol, pg, lsn,
+                 s->checksum_errors);
+        why_set(why, "segment %u/%u: stored record %" PRIu64 " fails its "
+                "checksum", vol, pg, lsn);
+        if (r)
+            hexad__record__free_unpacked(r, NULL);
+        return HX_ERR_CHECKSUM;
+    }
+    *out = r;
+    return HX_OK;
+}
+
+int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
+                           uint64_t page_no, uint64_t read_lsn,
+                           uint8_t **page, size_t *page_len,
+                           uint64_t *page_lsn, segment_store_why *why)
+{
+    segment *g = seg_find(s, vol, pg);
+    uint32_t page_size = 0;
+    uint64_t pg_pages = 0;
+    if (g == NULL || !seg_geometry(s, g, &page_size, &pg_pages)) {
+        why_set(why, "segment %u/%u is not held by this node", vol, pg);
+        return HX_ERR_NOT_FOUND;
+    }
+    if (page_no / pg_pages != pg) {
+        why_set(why, "page %" PRIu64 " is not in PG %u (%" PRIu64
+                " pages per PG)", page_no, pg, pg_pages);
+        return HX_ERR_INVALID;
+    }
+    uint64_t scl = hx_chain_scl(g->chain);
+    if (read_lsn > scl) {
+        why_set(why, "segment %u/%u is complete to %" PRIu64
+                ", read point %" PRIu64 " is above it", vol, pg, scl,
+                read_lsn);
+        return HX_ERR_NOT_COMPLETE;
+    }
+    uint8_t *buf = calloc(1, page_size);
+    if (buf == NULL)
+        return HX_ERR_NOMEM;
+
+    /* Pass 1, index only: the newest IMAGE at or below read_lsn (or the
+     * page's first record) is where applying starts. */
+    int rc = HX_OK;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_page(k, vol, pg, page_no, read_lsn);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    uint64_t start = 0;
+    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+    for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
+         rocksdb_iter_prev(it)) {
+        if (ikl != KEY_PAGE_LEN)
+            continue;
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        uint32_t flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
+        start = get_be64(ik + 17);
+        if (flags & HX_RECORD_IMAGE)
+            break;
+    }
+    rc = iter_status(it, why, "the page index");
+
+    /* Pass 2: apply forward, each record verified. */
+    uint64_t applied = 0;
+    if (rc == HX_OK && start != 0) {
+        kl = key_page(k, vol, pg, page_no, start);
+        rocksdb_iter_seek(it, (const char *)k, kl);
+        for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
+             rocksdb_iter_next(it)) {
+            if (ikl != KEY_PAGE_LEN)
+                continue;
+            uint64_t lsn = get_be64(ik + 17);
+            if (lsn > read_lsn)
+                break;
+            Hexad__Record *r = NULL;
+            rc = read_record(s, vol, pg, lsn, &r, why);
+            if (rc != HX_OK)
+                break;
+            if (r->page_no != page_no) {
+                rc = HX_ERR_CHECKSUM;
+                why_set(why, "record %" PRIu64 " is indexed under page %"
+                        PRIu64 " but is for page %" PRIu64, lsn, page_no,
+                        r->page_no);
+            } else {
+                rc = hx_record_apply(r, buf, page_size);
+                if (rc != HX_OK)
+                    why_set(why, "record %" PRIu64 " does not fit a %u-byte "
+                            "page", lsn, page_size);
+            }
+            hexad__record__free_unpacked(r, NULL);
+            if (rc != HX_OK)
+                break;
+            applied = lsn;
+        }
+        if (rc == HX_OK)
+            rc = iter_status(it, why, "the page index");
+    }
+    rocksdb_iter_destroy(it);
+    if (rc != HX_OK) {
+        free(buf);
+        return rc;
+    }
+    *page = buf;
+    *page_len = page_size;
+    *page_lsn = applied;
+    return HX_OK;
+}
+
+/* ---- segment_info ----------------------------------------------------- */
+
+/* Wrappers own what the messages point at; the message comes first so the
+ * free functions can cast back (C11 6.7.2.1p15). */
+typedef struct {
+    Hexad__SegmentInfo msg;
+    char *member_ptrs[HX_PG_MEMBERS];
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+    Hexad__LsnRange trunc_items[SEGMENT_STORE_TRUNCATIONS_MAX];
+    Hexad__LsnRange *trunc_ptrs[SEGMENT_STORE_TRUNCATIONS_MAX];
+    Hexad__RecordMeta *tail_items; /* msg.tail points into it */
+} info_seg;
+
+typedef struct {
+    Hexad__SegmentInfoResponse msg;
+    Hexad__Geometry geometry;
+} info_resp;
+
+void segment_store_segment_info_free(Hexad__SegmentInfoResponse *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n_segments; i++) {
+        info_seg *is = (info_seg *)r->segments[i];
+        free(is->tail_items);
+        free(is->msg.tail);
+        free(is);
+    }
+    free(r->segments);
+    free((info_resp *)r);
+}
+
+/* Appends every record of g above tail_from to is (ascending). */
+static int collect_tail(segment_store *s, const segment *g, uint64_t from,
+                        info_seg *is, size_t *total, segment_store_why *why)
+{
+    if (from == UINT64_MAX)
+        return HX_OK;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, g->vol, g->pg, from + 1);
+    size_t n = 0, cap = 0;
+    Hexad__RecordMeta *items = NULL;
+    int rc = HX_OK;
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    for (rocksdb_iter_seek(it, (const char *)k, kl);
+         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
+        if (ikl != KEY_LSN_LEN)
+            continue;
+        if (*total >= SEGMENT_STORE_TAIL_MAX) {
+            why_set(why, "tail over %u records; ask from a higher LSN",
+                    SEGMENT_STORE_TAIL_MAX);
+            rc = HX_ERR_TOO_BIG;
+            break;
+        }
+        if (n == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            Hexad__RecordMeta *ni = realloc(items, ncap * sizeof *ni);
+            if (ni == NULL) {
+                rc = HX_ERR_NOMEM;
+                break;
+            }
+            items = ni;
+            cap = ncap;
+        }
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
+        hexad__record_meta__init(&items[n]);
+        items[n].lsn = get_be64(ik + 9);
+        items[n].flags = r ? r->flags : 0;
+        if (r)
+            hexad__record__free_unpacked(r, NULL);
+        n++;
+        (*total)++;
+    }
+    if (rc == HX_OK)
+        rc = iter_status(it, why, "records");
+    rocksdb_iter_destroy(it);
+    Hexad__RecordMeta **ptrs = NULL;
+    if (rc == HX_OK && n > 0 && (ptrs = calloc(n, sizeof *ptrs)) == NULL)
+        rc = HX_ERR_NOMEM;
+    if (rc != HX_OK) {
+        free(items);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++)
+        ptrs[i] = &items[i];
+    is->tail_items = items;
+    is->msg.tail = ptrs;
+    is->msg.n_tail = n;
+    return HX_OK;
+}
+
+int segment_store_segment_info(segment_store *s,
+                               const Hexad__SegmentInfoRequest *req,
+                               Hexad__SegmentInfoResponse **out,
+                               segment_store_why *why)
+{
+    if (s->n_staged > 0) {
+        why_set(why, "appends are staged; flush first");
+        return HX_ERR_BUSY;
+    }
+    info_resp *ir = calloc(1, sizeof *ir);
+    if (ir == NULL)
+        return HX_ERR_NOMEM;
+    hexad__segment_info_response__init(&ir->msg);
+    hexad__geometry__init(&ir->geometry);
+    ir->msg.volume = req->volume;
+    const volume *v = vol_find(s, req->volume);
+    if (v != NULL) {
+        ir->msg.volume_epoch = v->epoch;
+        if (v->page_size != 0) {
+            ir->geometry.page_size = v->page_size;
+            ir->geometry.pg_pages = v->pg_pages;
+            ir->msg.geometry = &ir->geometry;
+        }
+    }
+    size_t first = seg_lower(s, req->volume, 0), count = 0;
+    while (first + count < s->n_segs && s->segs[first + count]->vol == req->volume)
+        count++;
+    int rc = HX_OK;
+    size_t total = 0;
+    if (count > 0) {
+        ir->msg.segments = calloc(count, sizeof *ir->msg.segments);
+        if (ir->msg.segments == NULL) {
+            rc = HX_ERR_NOMEM;
+            goto fail;
+        }
+    }
+    for (size_t i = 0; i < count; i++) {
+        const segment *g = s->segs[first + i];
+        info_seg *is = calloc(1, sizeof *is);
+        if (is == NULL) {
+            rc = HX_ERR_NOMEM;
+            goto fail;
+        }
+        hexad__segment_info__init(&is->msg);
+        ir->msg.segments[ir->msg.n_segments++] = &is->msg;
+        Hexad__SegmentInfo *m = &is->msg;
+        uint64_t scl = hx_chain_scl(g->chain);
+        m->pg = g->pg;
+        m->scl = scl;
+        m->max_lsn = hx_chain_max_lsn(g->chain);
+        m->scl_cpl = hx_chain_scl_cpl(g->chain);
+        m->membership_epoch = g->membership_epoch;
+        for (size_t j = 0; j < g->n_members; j++) {
+            memcpy(is->members[j], g->members[j], HX_ID_MAX);
+            is->member_ptrs[j] = is->members[j];
+        }
+        m->n_members = g->n_members;
+        m->members = is->member_ptrs;
+        for (size_t j = 0; j < g->n_trunc; j++) {
+            hexad__lsn_range__init(&is->trunc_items[j]);
+            is->trunc_items[j].from_lsn = g->trunc[j].from;
+            is->trunc_items[j].to_lsn = g->trunc[j].to;
+            is->trunc_items[j].epoch = g->trunc[j].epoch;
+            is->trunc_ptrs[j] = &is->trunc_items[j];
+        }
+        m->n_truncations = g->n_trunc;
+        m->truncations = is->trunc_ptrs;
+        uint64_t limit = req->limit_lsn < scl ? req->limit_lsn : scl;
+        rc = newest_le(s, KEY_RECORD, g->vol, g->pg, limit,
+                       &m->last_lsn_le_limit, why);
+        if (rc == HX_OK)
+            rc = newest_le(s, KEY_CPL, g->vol, g->pg, limit,
+                           &m->cpl_le_limit, why);
+        if (rc == HX_OK && req->want_tail)
+            rc = collect_tail(s, g, req->tail_from, is, &total, why);
+        if (rc != HX_OK)
+            goto fail;
+    }
+    *out = &ir->msg;
+    return HX_OK;
+
+fail:
+    if (rc == HX_ERR_NOMEM)
+        why_set(why, "out of memory building the segment info");
+    segment_store_segment_info_free(&ir->msg);
+    return rc;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+typedef struct {
+    Hexad__SegmentStatus msg;
+    char *member_ptrs[HX_PG_MEMBERS];
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+} status_seg;
+
+int segment_store_status(segment_store *s, Hexad__NodeStatus **out)
+{
+    Hexad__NodeStatus *st = calloc(1, sizeof *st);
+    if (st == NULL)
+        return HX_ERR_NOMEM;
+    hexad__node_status__init(st);
+    st->records_received = s->records_received;
+    st->bytes_received = s->bytes_received;
+    st->batches_synced = s->batches_synced;
+    if (s->n_segs > 0) {
+        st->segments = calloc(s->n_segs, sizeof *st->segments);
+        if (st->segments == NULL)
+            goto fail;
+    }
+    for (size_t i = 0; i < s->n_segs; i++) {
+        const segment *g = s->segs[i];
+        status_seg *ss = calloc(1, sizeof *ss);
+        if (ss == NULL)
+            goto fail;
+        hexad__segment_status__init(&ss->msg);
+        st->segments[st->n_segments++] = &ss->msg;
+        ss->msg.volume = g->vol;
+        ss->msg.pg = g->pg;
+        ss->msg.scl = hx_chain_scl(g->chain);
+        ss->msg.max_lsn = hx_chain_max_lsn(g->chain);
+        ss->msg.membership_epoch = g->membership_epoch;
+        ss->msg.records = g->records;
+        for (size_t j = 0; j < g->n_members; j++) {
+            memcpy(ss->members[j], g->members[j], HX_ID_MAX);
+            ss->member_ptrs[j] = ss->members[j];
+        }
+        ss->msg.n_members = g->n_members;
+        ss->msg.members = ss->member_ptrs;
+    }
+    *out = st;
+    return HX_OK;
+fail:
+    segment_store_status_free(st);
+    return HX_ERR_NOMEM;
+}
+
+void segment_store_status_free(Hexad__NodeStatus *st)
+{
+    if (st == NULL)
+        return;
+    for (size_t i = 0; i < st->n_segments; i++)
+        free((status_seg *)st->segments[i]);
+    free(st->segments);
+    free(st);
+}
+
+/* ------------------------------------------------------------------------
+ * Seal and truncate: synced writes of their own.
+ * ---------------------------------------------------------------------- */
+
+int segment_store_seal_epoch(segment_store *s, uint32_t vol,
+                             uint64_t new_epoch, uint64_t *current,
+                             segment_store_why *why)
+{
+    if (s->n_staged > 0) {
+        why_set(why, "appends are staged; flush first");
+        return HX_ERR_BUSY;
+    }
+    volume *v = vol_find(s, vol);
+    if (v != NULL && new_epoch < v->epoch) {
+        *current = v->epoch;
+        if (why)
+            why->current_epoch = v->epoch;
+        why_set(why, "volume %u: seal to epoch %" PRIu64 " is below the "
+                "epoch held, %" PRIu64, vol, new_epoch, v->epoch);
+        return HX_ERR_STALE_EPOCH;
+    }
+    if (v != NULL && new_epoch == v->epoch) {
+        *current = v->epoch;
+        return HX_OK;
+    }
+    if (v == NULL) {
+        v = calloc(1, sizeof *v);
+        if (v != NULL)
+            v->vol = vol;
+        if (v == NULL || vol_insert(s, v) != HX_OK) {
+            free(v);
+            return HX_ERR_NOMEM;
+        }
+    }
+    uint64_t old = v->epoch;
+    v->epoch = new_epoch;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    int rc = put_volume_meta(wb, v);
+    if (rc == HX_OK)
+        rc = store_write(s, wb, "a volume seal", why);
+    rocksdb_writebatch_destroy(wb);
+    if (rc != HX_OK) {
+        vol_reload(s, vol);
+        return rc;
+    }
+    HX_INFO("volume %u: sealed at epoch %" PRIu64 " (was %" PRIu64 ")", vol,
+            new_epoch, old);
+    *current = new_epoch;
+    return HX_OK;
+}
+
+/* Adds [from, to]@epoch to g's ranges: overlapping or adjacent ranges
+ * merge (keeping the higher epoch: a writer never allocates inside its
+ * own truncated range, so nothing legitimate is refused by it); past the
+ * cap the lowest two ranges merge, gap included. */
+static void trunc_add(segment *g, uint64_t from, uint64_t to, uint64_t epoch)
+{
+    trunc_range all[SEGMENT_STORE_TRUNCATIONS_MAX + 1];
+    size_t n = 0;
+    bool placed = false;
+    for (size_t i = 0; i <= g->n_trunc; i++) {
+        trunc_range r;
+        if (!placed && (i == g->n_trunc || g->trunc[i].from > from)) {
+            r = (trunc_range){from, to, epoch};
+            placed = true;
+            i--;
+        } else if (i < g->n_trunc) {
+            r = g->trunc[i];
+        } else {
+            break;
+        }
+        if (n > 0 && (all[n - 1].to == UINT64_MAX ||
+                      r.from <= all[n - 1].to + 1)) {
+            trunc_range *p = &all[n - 1];
+            if (r.to > p->to)
+                p->to = r.to;
+            if (r.epoch > p->epoch)
+                p->epoch = r.epoch;
+        } else {
+            all[n++] = r;
+        }
+    }
+    while (n > SEGMENT_STORE_TRUNCATIONS_MAX) {
+        all[0].to = all[1].to;
+        if (all[1].epoch > all[0].epoch)
+            all[0].epoch = all[1].epoch;
+        memmove(&all[1], &all[2], (n - 2) * sizeof all[0]);
+        n--;
+    }
+    memcpy(g->trunc, all, n * sizeof all[0]);
+    g->n_trunc = n;
+}
+
+int segment_store_truncate(segment_store *s, uint32_t vol, uint32_t pg,
+                           uint64_t epoch, uint64_t from, uint64_t to,
+                           uint64_t *scl_out, segment_store_why *why)
+{
+    if (s->n_staged > 0) {
+        why_set(why, "appends are staged; flush first");
+        return HX_ERR_BUSY;
+    }
+    if (from == 0 || from > to) {
+        why_set(why, "bad truncation range [%" PRIu64 ", %" PRIu64 "]",
+                from, to);
+        return HX_ERR_INVALID;
+    }
+    volume *v = vol_find(s, vol);
+    if (v != NULL && epoch < v->epoch) {
+        if (why)
+            why->current_epoch = v->epoch;
+        why_set(why, "volume %u: truncate carries epoch %" PRIu64
+                ", this node holds epoch %" PRIu64, vol, epoch, v->epoch);
+        return HX_ERR_STALE_EPOCH;
+    }
+    int rc = HX_OK;
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_iterator_t *it = NULL;
+    if (v == NULL) {
+        v = calloc(1, sizeof *v);
+        if (v != NULL) {
+            v->vol = vol;
+            v->epoch = epoch;
+        }
+        if (v == NULL || vol_insert(s, v) != HX_OK) {
+            free(v);
+            rc = HX_ERR_NOMEM;
+            goto done;
+        }
+        rc = put_volume_meta(wb, v);
+    } else if (epoch > v->epoch) {
+        v->epoch = epoch;
+        rc = put_volume_meta(wb, v);
+    }
+    if (rc != HX_OK)
+        goto done;
+    segment *g = seg_find(s, vol, pg);
+    if (g == NULL) {
+        g = calloc(1, sizeof *g);
+        if (g != NULL) {
+            g->vol = vol;
+            g->pg = pg;
+            g->chain = hx_chain_create(0, 0);
+        }
+        if (g == NULL || g->chain == NULL ||
+            (rc = seg_insert(s, g)) != HX_OK) {
+            seg_destroy(g);
+            rc = rc != HX_OK ? rc : HX_ERR_NOMEM;
+            goto done;
+        }
+    }
+
+    /* Delete the range's keys (invariant 4). */
+    uint64_t deleted = 0;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, vol, pg, from);
+    it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    for (rocksdb_iter_seek(it, (const char *)k, kl);
+         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
+        if (ikl != KEY_LSN_LEN)
+            continue;
+        uint64_t lsn = get_be64(ik + 9);
+        if (lsn > to)
+            break;
+        size_t vl = 0;
+        const char *val = rocksdb_iter_value(it, &vl);
+        Hexad__Record *r =
+            hexad__record__unpack(NULL, vl, (const uint8_t *)val);
+        uint8_t dk[KEY_MAX_LEN];
+        if (r != NULL) {
+            size_t dl = key_page(dk, vol, pg, r->page_no, lsn);
+            rocksdb_writebatch_delete(wb, (const char *)dk, dl);
+            hexad__record__free_unpacked(r, NULL);
+        } else {
+            HX_WARN("segment %u/%u: record %" PRIu64 " does not decode; its "
+                    "page index entry stays", vol, pg, lsn);
+        }
+        rocksdb_writebatch_delete(wb, (const char *)ik, ikl);
+        size_t dl = key_lsn(dk, KEY_CPL, vol, pg, lsn);
+        rocksdb_writebatch_delete(wb, (const char *)dk, dl);
+        deleted++;
+    }
+    rc = iter_status(it, why, "records to truncate");
+    if (rc != HX_OK)
+        goto done;
+
+    /* The chain: cut below from when the SCL reached it. */
+    uint64_t old_scl = hx_chain_scl(g->chain);
+    uint64_t new_scl = old_scl, new_cpl = hx_chain_scl_cpl(g->chain);
+    if (old_scl >= from) {
+        rc = newest_le(s, KEY_RECORD, vol, pg, from - 1, &new_scl, why);
+        if (rc == HX_OK)
+            rc = newest_le(s, KEY_CPL, vol, pg, new_scl, &new_cpl, why);
+        if (rc != HX_OK)
+            goto done;
+    }
+    hx_chain_truncate(g->chain, from, to, new_scl, new_cpl);
+    /* Records kept above the range but once below the SCL are held again
+     * as pending (chain invariant 2). */
+    if (old_scl >= from && to < old_scl) {
+        kl = key_lsn(k, KEY_RECORD, vol, pg, to + 1);
+        for (rocksdb_iter_seek(it, (const char *)k, kl);
+             iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
+            if (ikl != KEY_LSN_LEN)
+                continue;
+            if (get_be64(ik + 9) > old_scl)
+                break;
+            size_t vl = 0;
+            const char *val = rocksdb_iter_value(it, &vl);
+            Hexad__Record *r =
+                hexad__record__unpack(NULL, vl, (const uint8_t *)val);
+            if (r == NULL)
+                continue;
+            int ar = hx_chain_add(g->chain, r->lsn, r->prev_lsn,
+                                  (r->flags & HX_RECORD_CPL) != 0);
+            hexad__record__free_unpacked(r, NULL);
+            if (ar == HX_ERR_NOMEM) {
+                rc = ar;
+                goto done;
+            }
+        }
+        rc = iter_status(it, why, "records above the truncation");
+        if (rc != HX_OK)
+            goto done;
+    }
+    g->records = g->records >= deleted ? g->records - deleted : 0;
+    trunc_add(g, from, to, epoch);
+    rc = put_segment_meta(wb, g);
+    if (rc == HX_OK)
+        rc = store_write(s, wb, "a truncation", why);
+    if (rc == HX_OK) {
+        HX_INFO("segment %u/%u: truncated [%" PRIu64 ", %" PRIu64 "] at epoch "
+                "%" PRIu64 ": %" PRIu64 " record(s) dropped, SCL %" PRIu64
+                " -> %" PRIu64, vol, pg, from, to, epoch, deleted, old_scl,
+                hx_chain_scl(g->chain));
+        *scl_out = hx_chain_scl(g->chain);
+        seg_check(s, g);
+    }
+
+done:
+    if (it)
+        rocksdb_iter_destroy(it);
+    rocksdb_writebatch_destroy(wb);
+    if (rc != HX_OK) {
+        /* Invariant 2: memory goes back to what disk holds. */
+        seg_reload(s, vol, pg);
+        vol_reload(s, vol);
+        if (rc == HX_ERR_NOMEM)
+            why_set(why, "out of memory");
+    }
+    return rc;
+}

@@ -1,0 +1,148 @@
+/* The segment store: every segment a storage node holds, in one RocksDB
+ * database under <data_dir>/db. No sockets; storage_server.c drives it.
+ *
+ * Writes are group-committed: segment_store_stage_append() only copies a
+ * request, segment_store_flush() applies every staged append in arrival
+ * order and persists them with ONE synced RocksDB write, then reports each
+ * append's result through a callback. A result (and so an ack) exists only
+ * after the synced write that holds its records returned.
+ *
+ * The other writes (seal, truncate) are synced writes of their own. They,
+ * and segment_info, refuse with HX_ERR_BUSY while appends are staged: the
+ * caller flushes first, so that they observe (and order after) every
+ * append received before them.
+ *
+ * Not thread-safe: one thread (the event loop) owns a store.
+ * See segment_store.c for the key layout and the invariants.
+ */
+#ifndef HX_SEGMENT_STORE_H
+#define HX_SEGMENT_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hexad.pb-c.h"
+
+typedef struct segment_store segment_store;
+
+/* Appends staged beyond this many bytes should be flushed before staging
+ * more (storage_server.c does): it bounds the memory of one batch. */
+#define SEGMENT_STORE_STAGED_BYTES_MAX (64u << 20)
+/* Truncation ranges kept per segment; older ones are merged past it. */
+#define SEGMENT_STORE_TRUNCATIONS_MAX 64
+/* Records listed by one segment_info tail (HX_ERR_TOO_BIG past it). */
+#define SEGMENT_STORE_TAIL_MAX 2000000u
+/* Segments one node may hold. */
+#define SEGMENT_STORE_SEGMENTS_MAX (1u << 20)
+
+/* Why a call failed, for the Error reply: a message naming the cause and,
+ * for HX_ERR_STALE_EPOCH, the epoch the node holds. */
+typedef struct {
+    char msg[256];
+    uint64_t current_epoch;
+} segment_store_why;
+
+/* The outcome of one staged append, reported by segment_store_flush(). */
+typedef struct {
+    int rc;               /* HX_OK: everything stored is durable */
+    uint32_t volume;
+    uint32_t pg;
+    uint64_t scl;         /* segment state after the whole batch (rc == 0) */
+    uint64_t max_lsn;
+    uint32_t stored;      /* new records written */
+    uint32_t duplicates;  /* already held: skipped, still acknowledged */
+    uint32_t dropped;     /* inside a truncated range, older epoch */
+    segment_store_why why; /* rc != 0 */
+} segment_store_append_result;
+
+/* cookie is what segment_store_stage_append() was given; res is valid only
+ * during the call. */
+typedef void (*segment_store_append_done)(void *cookie,
+                                          const segment_store_append_result *res,
+                                          void *arg);
+
+/* Opens (creating if missing) the store of node node_id under data_dir
+ * (the directory itself is created when missing, not its parents), loads
+ * every segment's metadata and rebuilds its chain. why may be NULL.
+ * HX_ERR_IO (why->msg holds RocksDB's reason), HX_ERR_NOMEM. */
+int segment_store_open(const char *data_dir, const char *node_id,
+                       segment_store **out, segment_store_why *why);
+/* Staged appends are dropped without results (their senders never got an
+ * ack). NULL is a no-op. */
+void segment_store_close(segment_store *s);
+
+/* Copies req (the caller may free it on return) for the next flush. The
+ * checks that need no state (checksums, backlinks, patch bounds) run now,
+ * the others at flush time, in arrival order; either way the result comes
+ * from segment_store_flush(). Returns HX_ERR_NOMEM only (nothing staged). */
+int segment_store_stage_append(segment_store *s,
+                               const Hexad__AppendRecords *req, void *cookie);
+size_t segment_store_staged_count(const segment_store *s);
+size_t segment_store_staged_bytes(const segment_store *s);
+
+/* Applies every staged append and persists them with one synced write,
+ * then calls done(cookie, result, arg) for each, in arrival order. Returns
+ * HX_OK, or the write's error (HX_ERR_IO, HX_ERR_NO_SPACE), which every
+ * append that was not refused on its own also reports; memory is then
+ * reloaded from disk. Nothing staged: returns HX_OK at once. */
+int segment_store_flush(segment_store *s, segment_store_append_done done,
+                        void *arg);
+
+/* stage + flush of one append; HX_ERR_BUSY when others are staged. The
+ * append's own result is in *res (and returned). For tools and tests. */
+int segment_store_append(segment_store *s, const Hexad__AppendRecords *req,
+                         segment_store_append_result *res);
+
+/* The page as of read_lsn: *page (page_size bytes, malloc'd, the caller
+ * frees it) and *page_lsn (0 when never written: zeros). HX_ERR_NOT_FOUND
+ * (segment unknown), HX_ERR_INVALID (page not in this PG),
+ * HX_ERR_NOT_COMPLETE (read_lsn > SCL), HX_ERR_CHECKSUM (a stored record
+ * is corrupt), HX_ERR_IO. */
+int segment_store_get_page(segment_store *s, uint32_t volume, uint32_t pg,
+                           uint64_t page_no, uint64_t read_lsn,
+                           uint8_t **page, size_t *page_len,
+                           uint64_t *page_lsn, segment_store_why *why);
+
+/* What this node holds of req->volume (see SegmentInfo in hexad.proto).
+ * A volume the node never heard of gives an empty answer (epoch 0, no
+ * segments). Free *out with segment_store_segment_info_free().
+ * HX_ERR_TOO_BIG (tail over SEGMENT_STORE_TAIL_MAX), HX_ERR_BUSY, HX_ERR_IO,
+ * HX_ERR_NOMEM. */
+int segment_store_segment_info(segment_store *s,
+                               const Hexad__SegmentInfoRequest *req,
+                               Hexad__SegmentInfoResponse **out,
+                               segment_store_why *why);
+void segment_store_segment_info_free(Hexad__SegmentInfoResponse *r);
+
+/* Raises the volume epoch to new_epoch (synced before returning);
+ * *current = the epoch now held. HX_ERR_STALE_EPOCH when new_epoch is below
+ * it, HX_ERR_BUSY, HX_ERR_IO, HX_ERR_NO_SPACE. */
+int segment_store_seal_epoch(segment_store *s, uint32_t volume,
+                             uint64_t new_epoch, uint64_t *current,
+                             segment_store_why *why);
+
+/* Drops every record of the PG with from <= lsn <= to, records the range
+ * with epoch (later records of an older epoch in it are dropped on
+ * arrival) and lowers the SCL below from if it reached it; synced. *scl =
+ * the SCL after. A segment the node does not hold yet is created holding
+ * just the truncation. HX_ERR_STALE_EPOCH, HX_ERR_INVALID (from > to or
+ * from == 0), HX_ERR_BUSY, HX_ERR_IO, HX_ERR_NO_SPACE. */
+int segment_store_truncate(segment_store *s, uint32_t volume, uint32_t pg,
+                           uint64_t epoch, uint64_t from, uint64_t to,
+                           uint64_t *scl, segment_store_why *why);
+
+/* Per-segment state and counters; node, az, uptime_ms and volume_epoch are
+ * left for the caller ("" / 0). Free with segment_store_status_free(). */
+int segment_store_status(segment_store *s, Hexad__NodeStatus **out);
+void segment_store_status_free(Hexad__NodeStatus *st);
+
+/* The volume's epoch (0 when unknown). */
+uint64_t segment_store_volume_epoch(const segment_store *s, uint32_t volume);
+
+/* Fault injection (DESIGN.md "Faults are a feature"): the next `count`
+ * synced writes fail as if RocksDB had returned `rocksdb_msg` (e.g.
+ * "IO error: No space left on device"), without writing. count 0 clears. */
+void segment_store_inject_write_error(segment_store *s, unsigned count,
+                                      const char *rocksdb_msg);
+
+#endif
