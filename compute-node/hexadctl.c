@@ -17,10 +17,12 @@
 #include "volume_client.h"
 
 static const char *usage_text =
-    "usage: hexadctl [--cluster FILE] COMMAND [options]\n"
+    "usage: hexadctl [--cluster FILE] [--volume N] COMMAND [options]\n"
     "\n"
     "Talks to the storage nodes of the cluster described by FILE\n"
-    "(default: $HEXAD_CLUSTER, else .hexad/cluster.conf).\n"
+    "(default: $HEXAD_CLUSTER, else .hexad/cluster.conf), about volume N\n"
+    "(default: the cluster file's volume, which the SQL writer uses; give\n"
+    "load/verify experiments their own volume, e.g. --volume 2).\n"
     "\n"
     "commands:\n"
     "  status [--json]       per PG: members, AZ, SCL, reachability, PGCL;\n"
@@ -365,10 +367,17 @@ static int cmd_verify(const hx_cluster_cfg *cfg, int argc, char **argv)
 int main(int argc, char **argv)
 {
     const char *path = NULL;
+    uint64_t volume = 0;
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--cluster") == 0 && i + 1 < argc) {
             path = argv[++i];
+        } else if (strcmp(argv[i], "--volume") == 0 && i + 1 < argc) {
+            if (parse_u64_arg(argv[++i], &volume) != 0 || volume == 0 ||
+                volume > UINT32_MAX) {
+                fprintf(stderr, "hexadctl: --volume takes a number from 1 to 4294967295\n");
+                return 2;
+            }
         } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             fputs(usage_text, stdout);
             return 0;
@@ -409,5 +418,7 @@ int main(int argc, char **argv)
                 "cluster with ./hexad up)\n", err);
         return 1;
     }
+    if (volume != 0)
+        cfg.volume = (uint32_t)volume;
     return fn(&cfg, sub_argc, sub_argv);
 }

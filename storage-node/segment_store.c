@@ -2041,3 +2041,146 @@ done:
     }
     return rc;
 }
+
+/* ------------------------------------------------------------------------
+ * Gossip: serving pulls and staging what a pull brought.
+ * ---------------------------------------------------------------------- */
+
+_Static_assert(HX_PG_MEMBERS == 6, "segment_store_seg_view holds 6 members");
+
+void segment_store_pulled_free(Hexad__PulledRecords *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n_records; i++)
+        hexad__record__free_unpacked(p->records[i], NULL);
+    free(p->records);
+    free(p);
+}
+
+int segment_store_read_chain(segment_store *s, uint32_t vol, uint32_t pg,
+                             uint64_t after_lsn, size_t max_bytes,
+                             Hexad__PulledRecords **out,
+                             segment_store_why *why)
+{
+    const segment *g = seg_find(s, vol, pg);
+    if (g == NULL) {
+        why_set(why, "segment %u/%u is not held by this node", vol, pg);
+        return HX_ERR_NOT_FOUND;
+    }
+    if (max_bytes == 0 || max_bytes > SEGMENT_STORE_PULL_BYTES_MAX)
+        max_bytes = SEGMENT_STORE_PULL_BYTES_MAX;
+    Hexad__PulledRecords *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return HX_ERR_NOMEM;
+    hexad__pulled_records__init(p);
+    p->volume = vol;
+    p->pg = pg;
+    /* The chain's SCL covers durable records only (invariant 2). */
+    uint64_t scl = hx_chain_scl(g->chain);
+    p->scl = scl;
+    *out = p;
+    if (after_lsn >= scl)
+        return HX_OK;
+
+    int rc = HX_OK;
+    size_t cap = 0, bytes = 0;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, vol, pg, after_lsn + 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    for (rocksdb_iter_seek(it, (const char *)k, kl);
+         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
+        if (ikl != KEY_LSN_LEN)
+            continue;
+        uint64_t lsn = get_be64(ik + 9);
+        if (lsn > scl)
+            break;
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (p->n_records > 0 && bytes + vl > max_bytes)
+            break;
+        Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
+        if (r == NULL || r->lsn != lsn || hx_record_verify(r) != HX_OK) {
+            s->checksum_errors++;
+            HX_ERROR("segment %u/%u: stored record %" PRIu64 " fails its "
+                     "checksum; pull reply ends before it", vol, pg, lsn);
+            if (r)
+                hexad__record__free_unpacked(r, NULL);
+            break;
+        }
+        if (p->n_records == cap) {
+            size_t ncap = cap ? cap * 2 : 64;
+            Hexad__Record **nr = realloc(p->records, ncap * sizeof *nr);
+            if (nr == NULL) {
+                hexad__record__free_unpacked(r, NULL);
+                rc = HX_ERR_NOMEM;
+                break;
+            }
+            p->records = nr;
+            cap = ncap;
+        }
+        p->records[p->n_records++] = r;
+        bytes += vl;
+    }
+    if (rc == HX_OK)
+        rc = iter_status(it, why, "records to pull");
+    rocksdb_iter_destroy(it);
+    if (rc != HX_OK) {
+        if (rc == HX_ERR_NOMEM)
+            why_set(why, "out of memory reading the chain");
+        segment_store_pulled_free(p);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int segment_store_stage_pulled(segment_store *s, const Hexad__PulledRecords *p,
+                               void *cookie)
+{
+    const segment *g = seg_find(s, p->volume, p->pg);
+    if (g == NULL || g->n_members == 0)
+        return HX_ERR_NOT_FOUND;
+    Hexad__AppendRecords req = HEXAD__APPEND_RECORDS__INIT;
+    Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
+    char *members[HX_PG_MEMBERS];
+    req.volume = p->volume;
+    req.pg = p->pg;
+    /* The node's own epochs: a pull never raises either. */
+    req.volume_epoch = segment_store_volume_epoch(s, p->volume);
+    req.membership_epoch = g->membership_epoch;
+    for (size_t i = 0; i < g->n_members; i++)
+        members[i] = (char *)g->members[i];
+    req.n_members = g->n_members;
+    req.members = members;
+    if (seg_geometry(s, g, &geo.page_size, &geo.pg_pages))
+        req.geometry = &geo;
+    req.n_records = p->n_records;
+    req.records = p->records;
+    return segment_store_stage_append(s, &req, cookie);
+}
+
+size_t segment_store_segment_count(const segment_store *s)
+{
+    return s->n_segs;
+}
+
+void segment_store_segment_at(const segment_store *s, size_t i,
+                              segment_store_seg_view *out)
+{
+    const segment *g = s->segs[i];
+    memset(out, 0, sizeof *out);
+    out->volume = g->vol;
+    out->pg = g->pg;
+    out->scl = hx_chain_scl(g->chain);
+    out->n_members = g->n_members;
+    for (size_t j = 0; j < g->n_members; j++)
+        out->members[j] = g->members[j];
+}
+
+uint64_t segment_store_scl(const segment_store *s, uint32_t vol, uint32_t pg)
+{
+    const segment *g = seg_find(s, vol, pg);
+    return g ? hx_chain_scl(g->chain) : 0;
+}

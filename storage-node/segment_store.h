@@ -139,6 +139,50 @@ void segment_store_status_free(Hexad__NodeStatus *st);
 /* The volume's epoch (0 when unknown). */
 uint64_t segment_store_volume_epoch(const segment_store *s, uint32_t volume);
 
+/* ---- Gossip (proto/README.md "Gossip") ------------------------------- */
+
+/* Largest reply of one pull (packed record bytes). */
+#define SEGMENT_STORE_PULL_BYTES_MAX (4u << 20)
+
+/* The stored records of the segment's complete chain with after_lsn < lsn
+ * <= SCL, ascending, each checksum-verified (a bad one ends the list before
+ * it), up to max_bytes of packed records but at least one (0 or above
+ * SEGMENT_STORE_PULL_BYTES_MAX: that maximum); (*out)->scl = the SCL. Reads
+ * what is durable only. Free *out with segment_store_pulled_free().
+ * HX_ERR_NOT_FOUND (segment unknown), HX_ERR_IO, HX_ERR_NOMEM. */
+int segment_store_read_chain(segment_store *s, uint32_t volume, uint32_t pg,
+                             uint64_t after_lsn, size_t max_bytes,
+                             Hexad__PulledRecords **out,
+                             segment_store_why *why);
+void segment_store_pulled_free(Hexad__PulledRecords *p);
+
+/* Stages pulled records (a peer's read_chain) for the next flush as an
+ * append carrying the segment's own members, membership epoch and geometry
+ * and this node's volume epoch: every append check applies (checksums,
+ * bounds, truncation ranges, chain forks), no epoch or membership changes.
+ * The result comes from segment_store_flush() with cookie. HX_ERR_NOT_FOUND
+ * when the segment is unknown or has no members yet (nothing staged),
+ * HX_ERR_NOMEM. */
+int segment_store_stage_pulled(segment_store *s, const Hexad__PulledRecords *p,
+                               void *cookie);
+
+/* The segments held, for walking them (index order = (volume, pg) order;
+ * indexes shift when segments are created). members point into the store
+ * and stay valid until the next call that may change it. */
+typedef struct {
+    uint32_t volume, pg;
+    uint64_t scl;
+    size_t n_members;  /* 0: not known yet */
+    const char *members[6];
+} segment_store_seg_view;
+
+size_t segment_store_segment_count(const segment_store *s);
+void segment_store_segment_at(const segment_store *s, size_t i,
+                              segment_store_seg_view *out);
+/* The SCL of a segment (0 when unknown). */
+uint64_t segment_store_scl(const segment_store *s, uint32_t volume,
+                           uint32_t pg);
+
 /* Fault injection (DESIGN.md "Faults are a feature"): the next `count`
  * synced writes fail as if RocksDB had returned `rocksdb_msg` (e.g.
  * "IO error: No space left on device"), without writing. count 0 clears. */

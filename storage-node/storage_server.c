@@ -27,6 +27,20 @@
  * they then observe, and order after, every append received before them.
  * Reads (GetPage, status) see only what is durable, so they need no flush.
  *
+ * Gossip (proto/README.md "Gossip"). Every GOSSIP_INTERVAL_MS, for each
+ * segment whose members are known, the next member other than self (round
+ * robin) is sent PullRecords{after_lsn: our SCL} unless a pull of that
+ * segment is outstanding. One outgoing hx_conn per peer (`gpeer`), opened
+ * lazily, reopened after a close no sooner than its backoff; sends never
+ * block (they queue in the bufferevent, also while connecting). A reply's
+ * records are staged like an append (segment_store_stage_pulled) and share
+ * the group-commit flush; their results come back to append_done with a
+ * pending_ack whose sc is NULL. A reply that stopped below the peer's SCL
+ * is followed by another pull at once. Outstanding pulls end with their
+ * reply, an Error, the peer connection's close, or GOSSIP_PULL_TIMEOUT_MS.
+ * Per-segment state (`gseg`, sorted by (vol, pg)) is only a hint: losing it
+ * costs one extra pull.
+ *
  * Limits: frames (hx_conn, HX_FRAME_MAX_BYTES), staged bytes
  * (SEGMENT_STORE_STAGED_BYTES_MAX: flushed early past it), connections
  * (SERVER_CONNS_MAX), per-connection reply backlog
@@ -56,7 +70,35 @@
 
 #define SERVER_CONNS_MAX 4096
 
+#define GOSSIP_INTERVAL_MS 200
+#define GOSSIP_PULL_TIMEOUT_MS 5000
+#define GOSSIP_SKIP_SAME_SCL_MS 1000
+#define GOSSIP_BACKOFF_MIN_MS 200
+#define GOSSIP_BACKOFF_MAX_MS 5000
+
 typedef struct srv_conn srv_conn;
+
+/* One outgoing connection to a peer storage node. */
+typedef struct {
+    storage_server *srv;
+    char id[HX_ID_MAX];
+    char host[96];
+    uint16_t port;
+    hx_conn *conn;          /* NULL: not connected */
+    uint64_t next_try_ms;   /* no reconnect before */
+    unsigned backoff_ms;
+} gpeer;
+
+/* Gossip state of one segment. */
+typedef struct {
+    uint32_t vol, pg;
+    unsigned rr;            /* next member index to try */
+    bool outstanding;
+    int out_peer;           /* index in gpeers while outstanding */
+    uint64_t out_req_id, out_since_ms;
+    uint64_t peer_scl[HX_MAX_STORAGE_NODES];    /* last SCL each peer told */
+    uint64_t peer_scl_ms[HX_MAX_STORAGE_NODES]; /* when (0: never) */
+} gseg;
 
 struct storage_server {
     struct event_base *base;
@@ -69,6 +111,16 @@ struct storage_server {
     uint64_t started_ms;
     srv_conn *conns;        /* open connections, doubly linked */
     size_t n_conns;
+
+    /* Gossip. */
+    struct event *gossip_ev;
+    gpeer peers[HX_MAX_STORAGE_NODES];
+    size_t n_peers;
+    gseg *gsegs;            /* sorted by (vol, pg) */
+    size_t n_gsegs, cap_gsegs;
+    uint64_t next_req_id;
+    uint64_t gossip_pulls, gossip_records;
+    bool closing;
 };
 
 struct srv_conn {
@@ -143,6 +195,16 @@ static void append_done(void *cookie, const segment_store_append_result *res,
     (void)arg;
     pending_ack *p = cookie;
     srv_conn *sc = p->sc;
+    if (sc == NULL) { /* records a gossip pull brought */
+        storage_server *srv = arg;
+        if (res->rc == HX_OK)
+            srv->gossip_records += res->stored;
+        else
+            HX_DEBUG("segment %u/%u: pulled records refused: %s",
+                     res->volume, res->pg, res->why.msg);
+        free(p);
+        return;
+    }
     if (res->rc == HX_OK) {
         Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
         Hexad__AppendAck ack = HEXAD__APPEND_ACK__INIT;
@@ -308,6 +370,26 @@ static void handle_truncate(srv_conn *sc, uint64_t req_id,
     send_env(sc, &env);
 }
 
+static void handle_pull(srv_conn *sc, uint64_t req_id,
+                        const Hexad__PullRecords *req)
+{
+    Hexad__PulledRecords *p = NULL;
+    segment_store_why why = {0};
+    int rc = segment_store_read_chain(sc->srv->store, req->volume, req->pg,
+                                      req->after_lsn, req->max_bytes, &p,
+                                      &why);
+    if (rc != HX_OK) {
+        send_error(sc, req_id, rc, why.msg, 0);
+        return;
+    }
+    Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
+    env.req_id = req_id;
+    env.body_case = HEXAD__ENVELOPE__BODY_PULLED;
+    env.pulled = p;
+    send_env(sc, &env);
+    segment_store_pulled_free(p);
+}
+
 static void handle_status(srv_conn *sc, uint64_t req_id)
 {
     storage_server *srv = sc->srv;
@@ -321,6 +403,8 @@ static void handle_status(srv_conn *sc, uint64_t req_id)
     st->az = srv->self.az;
     st->uptime_ms = now_ms() - srv->started_ms;
     st->volume_epoch = segment_store_volume_epoch(srv->store, srv->volume);
+    st->gossip_pulls = srv->gossip_pulls;
+    st->gossip_records = srv->gossip_records;
     Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
     env.req_id = req_id;
     env.body_case = HEXAD__ENVELOPE__BODY_STATUS;
@@ -347,8 +431,256 @@ static const char *body_name(Hexad__Envelope__BodyCase b)
     case HEXAD__ENVELOPE__BODY_TRUNCATE_ACK: return "TruncateAck";
     case HEXAD__ENVELOPE__BODY_STATUS_REQ: return "NodeStatusRequest";
     case HEXAD__ENVELOPE__BODY_STATUS: return "NodeStatus";
+    case HEXAD__ENVELOPE__BODY_PULL: return "PullRecords";
+    case HEXAD__ENVELOPE__BODY_PULLED: return "PulledRecords";
     case HEXAD__ENVELOPE__BODY_ERROR: return "Error";
     default: return "an unknown message";
+    }
+}
+
+
+/* ------------------------------------------------------------------------
+ * Gossip.
+ * ---------------------------------------------------------------------- */
+
+static size_t gseg_lower(const storage_server *srv, uint32_t vol, uint32_t pg)
+{
+    size_t lo = 0, hi = srv->n_gsegs;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const gseg *g = &srv->gsegs[mid];
+        if (g->vol < vol || (g->vol == vol && g->pg < pg))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static gseg *gseg_find(storage_server *srv, uint32_t vol, uint32_t pg)
+{
+    size_t i = gseg_lower(srv, vol, pg);
+    return i < srv->n_gsegs && srv->gsegs[i].vol == vol &&
+                   srv->gsegs[i].pg == pg
+               ? &srv->gsegs[i]
+               : NULL;
+}
+
+/* Finds or adds; NULL when out of memory. Pointers into gsegs die on the
+ * next add. */
+static gseg *gseg_get(storage_server *srv, uint32_t vol, uint32_t pg)
+{
+    size_t i = gseg_lower(srv, vol, pg);
+    if (i < srv->n_gsegs && srv->gsegs[i].vol == vol &&
+        srv->gsegs[i].pg == pg)
+        return &srv->gsegs[i];
+    if (srv->n_gsegs == srv->cap_gsegs) {
+        size_t ncap = srv->cap_gsegs ? srv->cap_gsegs * 2 : 16;
+        gseg *ng = realloc(srv->gsegs, ncap * sizeof *ng);
+        if (ng == NULL)
+            return NULL;
+        srv->gsegs = ng;
+        srv->cap_gsegs = ncap;
+    }
+    memmove(&srv->gsegs[i + 1], &srv->gsegs[i],
+            (srv->n_gsegs - i) * sizeof *srv->gsegs);
+    srv->n_gsegs++;
+    gseg *g = &srv->gsegs[i];
+    memset(g, 0, sizeof *g);
+    g->vol = vol;
+    g->pg = pg;
+    g->out_peer = -1;
+    return g;
+}
+
+static int peer_index(const storage_server *srv, const char *id)
+{
+    for (size_t i = 0; i < srv->n_peers; i++)
+        if (strcmp(srv->peers[i].id, id) == 0)
+            return (int)i;
+    return -1;
+}
+
+static void gossip_pull(storage_server *srv, gseg *g, int pi,
+                        uint64_t after_lsn);
+
+static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
+                          const Hexad__PulledRecords *p)
+{
+    gseg *g = gseg_find(srv, p->volume, p->pg);
+    int pi = (int)(pr - srv->peers);
+    if (g == NULL || !g->outstanding || g->out_req_id != req_id)
+        return; /* late reply of a pull given up on */
+    g->outstanding = false;
+    g->out_peer = -1;
+    g->peer_scl[pi] = p->scl;
+    g->peer_scl_ms[pi] = now_ms();
+    if (p->n_records == 0)
+        return;
+    pending_ack *pa = calloc(1, sizeof *pa);
+    int rc = pa ? segment_store_stage_pulled(srv->store, p, pa) : HX_ERR_NOMEM;
+    if (rc != HX_OK) {
+        free(pa);
+        HX_DEBUG("segment %u/%u: pulled records not staged: %s", p->volume,
+                 p->pg, hx_strerror(rc));
+        return;
+    }
+    srv->gossip_pulls++;
+    if (segment_store_staged_bytes(srv->store) >=
+        SEGMENT_STORE_STAGED_BYTES_MAX) {
+        server_flush(srv);
+    } else if (!srv->flush_scheduled) {
+        srv->flush_scheduled = true;
+        event_active(srv->flush_ev, EV_TIMEOUT, 0);
+    }
+    /* Stopped below the peer's SCL: more to pull, from the same peer. */
+    uint64_t last = p->records[p->n_records - 1]->lsn;
+    if (last < p->scl && (g = gseg_find(srv, p->volume, p->pg)) != NULL)
+        gossip_pull(srv, g, pi, last);
+}
+
+static void peer_forget_pulls(storage_server *srv, int pi, uint64_t req_id,
+                              bool all)
+{
+    for (size_t i = 0; i < srv->n_gsegs; i++) {
+        gseg *g = &srv->gsegs[i];
+        if (g->outstanding && g->out_peer == pi &&
+            (all || g->out_req_id == req_id)) {
+            g->outstanding = false;
+            g->out_peer = -1;
+        }
+    }
+}
+
+static void peer_on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
+{
+    (void)c;
+    gpeer *pr = arg;
+    storage_server *srv = pr->srv;
+    int pi = (int)(pr - srv->peers);
+    switch (env->body_case) {
+    case HEXAD__ENVELOPE__BODY_PULLED:
+        handle_pulled(srv, pr, env->req_id, env->pulled);
+        break;
+    case HEXAD__ENVELOPE__BODY_ERROR:
+        HX_DEBUG("pull %" PRIu64 " refused by %s: %s", env->req_id, pr->id,
+                 env->error->message);
+        peer_forget_pulls(srv, pi, env->req_id, false);
+        break;
+    default:
+        break;
+    }
+}
+
+static void peer_on_connected(hx_conn *c, void *arg)
+{
+    (void)c;
+    gpeer *pr = arg;
+    pr->backoff_ms = 0;
+    HX_DEBUG("gossip: connected to %s", pr->id);
+}
+
+static void peer_on_close(hx_conn *c, int err, const char *reason, void *arg)
+{
+    (void)c;
+    (void)err;
+    (void)reason;
+    gpeer *pr = arg;
+    storage_server *srv = pr->srv;
+    pr->conn = NULL;
+    pr->backoff_ms = pr->backoff_ms == 0 ? GOSSIP_BACKOFF_MIN_MS
+                     : pr->backoff_ms * 2 > GOSSIP_BACKOFF_MAX_MS
+                         ? GOSSIP_BACKOFF_MAX_MS
+                         : pr->backoff_ms * 2;
+    pr->next_try_ms = now_ms() + pr->backoff_ms;
+    peer_forget_pulls(srv, (int)(pr - srv->peers), 0, true);
+}
+
+/* The peer's connection, opened when missing and its backoff is over;
+ * NULL otherwise. */
+static hx_conn *peer_conn(storage_server *srv, gpeer *pr)
+{
+    if (pr->conn != NULL || srv->closing)
+        return pr->conn;
+    if (now_ms() < pr->next_try_ms)
+        return NULL;
+    hx_conn_opts opts = {
+        .frame_max_bytes = 0,
+        .pause_reads_over_bytes = 0,
+    };
+    hx_conn_cbs cbs = {.on_frame = peer_on_frame,
+                       .on_connected = peer_on_connected,
+                       .on_close = peer_on_close};
+    char name[HX_ID_MAX + 16];
+    snprintf(name, sizeof name, "gossip:%s", pr->id);
+    pr->conn = hx_conn_connect(srv->base, pr->host, pr->port, name, &opts,
+                               &cbs, pr);
+    if (pr->conn == NULL) {
+        pr->backoff_ms = GOSSIP_BACKOFF_MAX_MS;
+        pr->next_try_ms = now_ms() + pr->backoff_ms;
+    }
+    return pr->conn;
+}
+
+static void gossip_pull(storage_server *srv, gseg *g, int pi,
+                        uint64_t after_lsn)
+{
+    gpeer *pr = &srv->peers[pi];
+    hx_conn *c = peer_conn(srv, pr);
+    if (c == NULL)
+        return;
+    Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
+    Hexad__PullRecords req = HEXAD__PULL_RECORDS__INIT;
+    req.volume = g->vol;
+    req.pg = g->pg;
+    req.after_lsn = after_lsn;
+    req.max_bytes = SEGMENT_STORE_PULL_BYTES_MAX;
+    env.req_id = ++srv->next_req_id;
+    env.body_case = HEXAD__ENVELOPE__BODY_PULL;
+    env.pull = &req;
+    /* May close c (and run peer_on_close) on a send error. */
+    if (hx_conn_send(c, &env) != HX_OK)
+        return;
+    g->outstanding = true;
+    g->out_peer = pi;
+    g->out_req_id = env.req_id;
+    g->out_since_ms = now_ms();
+}
+
+static void gossip_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    storage_server *srv = arg;
+    uint64_t now = now_ms();
+    size_t n = segment_store_segment_count(srv->store);
+    for (size_t i = 0; i < n; i++) {
+        segment_store_seg_view sv;
+        segment_store_segment_at(srv->store, i, &sv);
+        if (sv.n_members == 0)
+            continue;
+        gseg *g = gseg_get(srv, sv.volume, sv.pg);
+        if (g == NULL)
+            break;
+        if (g->outstanding) {
+            if (now - g->out_since_ms < GOSSIP_PULL_TIMEOUT_MS)
+                continue;
+            g->outstanding = false; /* given up on; a late reply is dropped */
+            g->out_peer = -1;
+        }
+        for (size_t tries = 0; tries < sv.n_members; tries++) {
+            const char *m = sv.members[g->rr++ % sv.n_members];
+            if (strcmp(m, srv->self.id) == 0)
+                continue;
+            int pi = peer_index(srv, m);
+            if (pi < 0)
+                continue;
+            if (g->peer_scl_ms[pi] != 0 && g->peer_scl[pi] == sv.scl &&
+                now - g->peer_scl_ms[pi] < GOSSIP_SKIP_SAME_SCL_MS)
+                break; /* that peer had nothing for us a moment ago */
+            gossip_pull(srv, g, pi, sv.scl);
+            break;
+        }
     }
 }
 
@@ -378,6 +710,9 @@ static void on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
         break;
     case HEXAD__ENVELOPE__BODY_STATUS_REQ:
         handle_status(sc, env->req_id);
+        break;
+    case HEXAD__ENVELOPE__BODY_PULL:
+        handle_pull(sc, env->req_id, env->pull);
         break;
     default: {
         char msg[128];
@@ -487,10 +822,21 @@ int storage_server_create(struct event_base *base,
     srv->volume = cluster->volume;
     srv->started_ms = now_ms();
     srv->flush_ev = event_new(base, -1, 0, flush_cb, srv);
-    if (srv->flush_ev == NULL) {
-        snprintf(err, err_len, "cannot create the flush event");
+    srv->gossip_ev = event_new(base, -1, EV_PERSIST, gossip_cb, srv);
+    if (srv->flush_ev == NULL || srv->gossip_ev == NULL) {
+        snprintf(err, err_len, "cannot create the flush or gossip event");
         rc = HX_ERR_NOMEM;
         goto fail;
+    }
+    for (size_t i = 0; i < cluster->n_storage; i++) {
+        const hx_storage_cfg *sc = &cluster->storage[i];
+        if (strcmp(sc->id, self->id) == 0)
+            continue;
+        gpeer *pr = &srv->peers[srv->n_peers++];
+        pr->srv = srv;
+        snprintf(pr->id, sizeof pr->id, "%s", sc->id);
+        snprintf(pr->host, sizeof pr->host, "%s", sc->host);
+        pr->port = sc->port;
     }
 
     segment_store_why why = {0};
@@ -527,6 +873,8 @@ int storage_server_create(struct event_base *base,
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     evutil_freeaddrinfo(res);
+    struct timeval tv = {0, GOSSIP_INTERVAL_MS * 1000};
+    event_add(srv->gossip_ev, &tv);
     *out = srv;
     return HX_OK;
 
@@ -541,6 +889,12 @@ void storage_server_destroy(storage_server *srv)
 {
     if (srv == NULL)
         return;
+    srv->closing = true;
+    if (srv->gossip_ev)
+        event_free(srv->gossip_ev);
+    for (size_t i = 0; i < srv->n_peers; i++)
+        if (srv->peers[i].conn)
+            hx_conn_close(srv->peers[i].conn, "server shutting down");
     if (srv->listener)
         evconnlistener_free(srv->listener);
     /* Staged appends become durable and their acks are queued; whether
@@ -552,5 +906,6 @@ void storage_server_destroy(storage_server *srv)
     segment_store_close(srv->store);
     if (srv->flush_ev)
         event_free(srv->flush_ev);
+    free(srv->gsegs);
     free(srv);
 }

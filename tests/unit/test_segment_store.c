@@ -829,6 +829,122 @@ static void test_corrupt_stored_record(void **state)
     assert_int_equal(page_rc(f->s, 0, 1, 2), HX_ERR_CHECKSUM);
 }
 
+static void pulled_done(void *cookie, const segment_store_append_result *res,
+                        void *arg)
+{
+    (void)arg;
+    *(segment_store_append_result *)cookie = *res;
+}
+
+/* Gossip (proto/README.md "Gossip"): store B, which missed records, pulls
+ * A's chain after its own SCL in several bounded replies and stages them
+ * through the append path: it reaches A's SCL and the same page bytes;
+ * its volume epoch and membership are untouched; records above A's SCL
+ * (a hole) are not served. */
+static void test_gossip_read_chain_ingest(void **state)
+{
+    fixture *f = *state; /* store A, node s1 */
+    enum { N = 40, K = 10, PAGES = 5 };
+    /* A: 1..N, plus 43 pending above a hole at 41..42. */
+    for (uint64_t l = 1; l <= N; l++)
+        assert_int_equal(append(f->s, HDR(0), NULL, 1,
+                                l % 7 == 0 ? RC(l, l - 1, l % PAGES,
+                                                (uint8_t)l)
+                                           : mkrec(l, l - 1, l % PAGES, 0, 1,
+                                                   (uint32_t)(l % 50),
+                                                   (uint8_t)(l * 3), 20)),
+                         HX_OK);
+    assert_int_equal(append(f->s, HDR(0), NULL, 1, R(43, 42, 1, 0xee)), HX_OK);
+    assert_int_equal(segment_store_scl(f->s, VOL, 0), N);
+
+    /* B: a second store (node s2) holding 1..K, at volume epoch 3. */
+    fixture b = {0};
+    snprintf(b.dir, sizeof b.dir, "/tmp/hx_test_segstore_XXXXXX");
+    assert_non_null(mkdtemp(b.dir));
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_open(b.dir, "s2", &b.s, &why), HX_OK);
+    for (uint64_t l = 1; l <= K; l++)
+        assert_int_equal(append(b.s, HDR(0), NULL, 1,
+                                l % 7 == 0 ? RC(l, l - 1, l % PAGES,
+                                                (uint8_t)l)
+                                           : mkrec(l, l - 1, l % PAGES, 0, 1,
+                                                   (uint32_t)(l % 50),
+                                                   (uint8_t)(l * 3), 20)),
+                         HX_OK);
+    uint64_t cur = 0;
+    assert_int_equal(segment_store_seal_epoch(b.s, VOL, 3, &cur, &why), HX_OK);
+
+    /* Unknown segment; nothing above the SCL; max_bytes tiny: one record. */
+    Hexad__PulledRecords *p = NULL;
+    assert_int_equal(segment_store_read_chain(f->s, VOL, 9, 0, 0, &p, &why),
+                     HX_ERR_NOT_FOUND);
+    assert_int_equal(segment_store_read_chain(f->s, VOL, 0, N, 0, &p, &why),
+                     HX_OK);
+    assert_int_equal(p->n_records, 0);
+    assert_int_equal(p->scl, N);
+    segment_store_pulled_free(p);
+    assert_int_equal(segment_store_read_chain(f->s, VOL, 0, 5, 1, &p, &why),
+                     HX_OK);
+    assert_int_equal(p->n_records, 1);
+    assert_int_equal(p->records[0]->lsn, 6);
+    segment_store_pulled_free(p);
+
+    /* Pull in ~300-byte replies until B's SCL reaches A's. */
+    int rounds = 0;
+    while (segment_store_scl(b.s, VOL, 0) < N) {
+        uint64_t after = segment_store_scl(b.s, VOL, 0);
+        assert_int_equal(segment_store_read_chain(f->s, VOL, 0, after, 300,
+                                                  &p, &why),
+                         HX_OK);
+        assert_true(p->n_records >= 1);
+        for (size_t i = 0; i < p->n_records; i++) {
+            assert_int_equal(p->records[i]->lsn, after + 1 + i);
+            assert_true(p->records[i]->lsn <= N);
+        }
+        segment_store_append_result res = {0};
+        assert_int_equal(segment_store_stage_pulled(b.s, p, &res), HX_OK);
+        assert_int_equal(segment_store_flush(b.s, pulled_done, NULL), HX_OK);
+        assert_int_equal(res.rc, HX_OK);
+        assert_int_equal(res.stored, p->n_records);
+        segment_store_pulled_free(p);
+        assert_true(++rounds < 100);
+    }
+    assert_true(rounds > 1);
+    assert_int_equal(segment_store_scl(b.s, VOL, 0), N);
+    assert_int_equal(segment_store_volume_epoch(b.s, VOL), 3);
+    assert_int_equal(records_of(b.s, 0), N);
+
+    /* Re-pulling from 0 only finds duplicates. */
+    assert_int_equal(segment_store_read_chain(f->s, VOL, 0, 0, 0, &p, &why),
+                     HX_OK);
+    assert_int_equal(p->n_records, N);
+    segment_store_append_result res = {0};
+    assert_int_equal(segment_store_stage_pulled(b.s, p, &res), HX_OK);
+    assert_int_equal(segment_store_flush(b.s, pulled_done, NULL), HX_OK);
+    assert_int_equal(res.rc, HX_OK);
+    assert_int_equal(res.duplicates, N);
+    segment_store_pulled_free(p);
+
+    for (uint64_t pg = 0; pg < PAGES; pg++) {
+        uint8_t pa[PAGE_SIZE], pb[PAGE_SIZE];
+        uint64_t la = 0, lb = 0;
+        read_page(f->s, 0, pg, N, pa, &la);
+        read_page(b.s, 0, pg, N, pb, &lb);
+        assert_int_equal(la, lb);
+        assert_memory_equal(pa, pb, PAGE_SIZE);
+    }
+
+    /* A segment B does not hold cannot take pulled records. */
+    Hexad__PulledRecords none = HEXAD__PULLED_RECORDS__INIT;
+    none.volume = VOL;
+    none.pg = 7;
+    assert_int_equal(segment_store_stage_pulled(b.s, &none, NULL),
+                     HX_ERR_NOT_FOUND);
+
+    segment_store_close(b.s);
+    nftw(b.dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int main(void)
 {
     /* The refusals under test log errors on purpose; HEXAD_LOG=info shows
@@ -858,6 +974,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_write_failure_reloads, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stored_record, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_gossip_read_chain_ingest, setup,
                                         teardown),
     };
     return cmocka_run_group_tests_name("segment_store", tests, NULL, NULL);

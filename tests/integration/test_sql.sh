@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# SQL end to end (DESIGN.md "Compute nodes"): 9 storage nodes, the writer
+# hexad-compute on a free port, psql and pgbench as unchanged clients.
+#
+#   (a) create a table, insert rows in a transaction, exact count and sum;
+#   (b) an error inside a transaction block, then ROLLBACK: data unchanged;
+#   (c) SIGTERM the compute node (exit 0), restart it (recovery, no redo
+#       replay): the data is still there;
+#   (d) SIGKILL two storage nodes of PG 0: more inserts still commit (4/6);
+#   (e) pgbench -n -M simple -c 4 -j 2 -t 50 over tables made by SQL:
+#       200 transactions processed, 0 failed, balances consistent;
+#   (f) a second hexad-compute on the same port exits 1 naming the port
+#       before it opens the volume (the running writer is not fenced); a
+#       reader role exits 1 "not supported yet";
+#   (g) a third member of PG 0 lost (3/6): a commit is not acknowledged;
+#       after commit_timeout_ms the client gets an error and the log says
+#       the outcome is unknown.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+hx_require_bins HEXAD_STORAGE_BIN HEXADCTL_BIN HEXAD_COMPUTE_BIN
+for t in psql pg_isready pgbench jq; do
+    command -v "$t" >/dev/null || hx_fail "$t is not installed; run 'bash deploy/install-deps.sh' (postgresql-client, jq)"
+done
+
+READY_DEADLINE_S=60     # compute node accepts SQL after start (recovery)
+STOP_DEADLINE_S=40      # SIGTERM -> exit (a held reply may wait out a commit)
+SQL_TIMEOUT_S=120       # any one psql invocation
+BENCH_TIMEOUT_S=300
+
+COMMIT_TIMEOUT_MS=5000  # cluster file: how long a reply may wait for 4/6
+
+hx_cluster_start --pg-pages 16384
+sed -i "s/commit_timeout_ms=[0-9]*/commit_timeout_ms=$COMMIT_TIMEOUT_MS/" "$HX_CONF"
+grep -q "commit_timeout_ms=$COMMIT_TIMEOUT_MS" "$HX_CONF" || hx_fail "could not set commit_timeout_ms in $HX_CONF"
+PG_HOST=127.0.0.1
+PG_PORT=$((HX_BASE_PORT + 200))
+grep -q "addr=$PG_HOST:$PG_PORT" "$HX_CONF" || hx_fail "cluster file has no compute node on $PG_HOST:$PG_PORT: $(grep compute "$HX_CONF")"
+export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
+unset PGPASSWORD PGSERVICE PGSSLMODE
+COMPUTE_PID=
+
+compute_start() {
+    local pid
+    echo "--- $(date +%T) start" >>"$HX_LOGS/w1.log"
+    "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
+    pid=$!
+    hx_track_pid "$pid"
+    COMPUTE_PID=$pid
+    if ! wait_until "! kill -0 $pid || pg_isready -q -t 2" "$READY_DEADLINE_S" 0.2; then
+        hx_fail "hexad-compute (pid $pid) did not accept connections on $PG_HOST:$PG_PORT within ${READY_DEADLINE_S} s"
+    fi
+    kill -0 "$pid" 2>/dev/null || hx_fail "hexad-compute exited while starting; see $HX_LOGS/w1.log"
+}
+
+# compute_stop SIGNAL: by pid; for TERM also checks exit status 0.
+compute_stop() {
+    local sig=$1 pid=$COMPUTE_PID rc=0
+    [ -n "$pid" ] || hx_fail "compute_stop: not running"
+    kill -s "$sig" "$pid"
+    wait_until "! kill -0 $pid" "$STOP_DEADLINE_S" || hx_fail "hexad-compute (pid $pid) still runs ${STOP_DEADLINE_S} s after SIG$sig"
+    wait "$pid" || rc=$?
+    COMPUTE_PID=
+    if [ "$sig" = TERM ] && [ "$rc" -ne 0 ]; then
+        hx_fail "hexad-compute exited $rc after SIGTERM (expected 0); see $HX_LOGS/w1.log"
+    fi
+}
+
+# sql SQL...: runs through psql, stops at the first error; prints rows
+# unaligned, tuples only, '|' separated.
+sql() {
+    timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 -c "$1"
+}
+
+# expect WHAT SQL WANT
+expect() {
+    local got rc=0
+    got=$(sql "$2" 2>&1) || rc=$?
+    [ "$rc" -eq 0 ] || hx_fail "$1: psql exited $rc: $got"
+    [ "$got" = "$3" ] || hx_fail "$1: '$2' returned '$got', expected '$3'"
+    hx_pass "$1: $2 -> $got"
+}
+
+# ---- (a) basic SQL over the volume
+compute_start
+hx_log "hexad-compute up on $PG_HOST:$PG_PORT ($(grep -o 'serving PostgreSQL.*' "$HX_LOGS/w1.log" | tail -n 1))"
+out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1 <<'EOF'
+CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, s TEXT);
+BEGIN;
+INSERT INTO t (id, v, s) VALUES (1, 10, 'one'), (2, 20, 'two'), (3, 30, 'three');
+INSERT INTO t (id, v, s)
+  WITH RECURSIVE c(x) AS (SELECT 4 UNION ALL SELECT x + 1 FROM c WHERE x < 100)
+  SELECT x, x * 10, 'row ' || x FROM c;
+COMMIT;
+EOF
+) || hx_fail "(a) create + insert failed: $out"
+expect "(a) count" "SELECT count(*) FROM t" "100"
+expect "(a) sum" "SELECT sum(v) FROM t" "50500"
+expect "(a) row" "SELECT s FROM t WHERE id = 42" "row 42"
+
+# ---- (b) an error inside a transaction block, then ROLLBACK
+out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -A -t 2>&1 <<'EOF'
+BEGIN;
+INSERT INTO t (id, v, s) VALUES (1000, 1, 'in tx');
+UPDATE t SET v = v + 1000;
+INSERT INTO t (id, v, s) VALUES (1, 0, 'duplicate key');
+SELECT 'after error';
+ROLLBACK;
+EOF
+) || true
+grep -q "ERROR" <<<"$out" || hx_fail "(b) the duplicate key did not report an error: $out"
+grep -qi "current transaction is aborted" <<<"$out" ||
+    hx_fail "(b) a statement after the error ran instead of failing with 'current transaction is aborted': $out"
+hx_pass "(b) error inside BEGIN aborts the block ($(grep -m1 ERROR <<<"$out"))"
+expect "(b) count after rollback" "SELECT count(*) FROM t" "100"
+expect "(b) sum after rollback" "SELECT sum(v) FROM t" "50500"
+
+# ---- (c) clean restart of the compute node = recovery
+compute_stop TERM
+grep -q "stopped (exit 0)" "$HX_LOGS/w1.log" || hx_fail "(c) no 'stopped (exit 0)' in the compute log after SIGTERM"
+hx_pass "(c) SIGTERM: hexad-compute closed its connections and exited 0"
+compute_start
+expect "(c) count after restart" "SELECT count(*) FROM t" "100"
+expect "(c) sum after restart" "SELECT sum(v) FROM t" "50500"
+
+# ---- (d) two storage nodes of PG 0 lost: commits go on (4 of 6)
+mapfile -t victims < <(hx_ctl status --json | jq -r '.pgs[] | select(.pg == 0) | .members[].node' | head -n 2)
+[ "${#victims[@]}" -eq 2 ] || hx_fail "(d) could not find two members of PG 0 in hexadctl status --json"
+for n in "${victims[@]}"; do hx_kill_node "$n"; done
+hx_log "(d) SIGKILLed ${victims[*]} (members of PG 0)"
+t0=$(hx_now_ms)
+out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1 <<'EOF'
+BEGIN;
+INSERT INTO t (id, v, s)
+  WITH RECURSIVE c(x) AS (SELECT 101 UNION ALL SELECT x + 1 FROM c WHERE x < 150)
+  SELECT x, x * 10, 'after kill ' || x FROM c;
+COMMIT;
+INSERT INTO t (id, v, s) VALUES (151, 1510, 'autocommit after kill');
+EOF
+) || hx_fail "(d) inserts with ${victims[*]} down failed: $out"
+hx_pass "(d) 51 rows committed with ${victims[*]} down in $(($(hx_now_ms) - t0)) ms"
+expect "(d) count" "SELECT count(*) FROM t" "151"
+expect "(d) sum" "SELECT sum(v) FROM t" "$((151 * 152 * 10 / 2))"
+
+# ---- (e) pgbench, tables made by SQL (scale 1)
+out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1 <<'EOF'
+CREATE TABLE pgbench_branches (bid int primary key, bbalance int, filler text);
+CREATE TABLE pgbench_tellers (tid int primary key, bid int, tbalance int, filler text);
+CREATE TABLE pgbench_accounts (aid int primary key, bid int, abalance int, filler text);
+CREATE TABLE pgbench_history (tid int, bid int, aid int, delta int, mtime text, filler text);
+BEGIN;
+INSERT INTO pgbench_branches (bid, bbalance) VALUES (1, 0);
+INSERT INTO pgbench_tellers (tid, bid, tbalance)
+  WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10)
+  SELECT x, 1, 0 FROM c;
+INSERT INTO pgbench_accounts (aid, bid, abalance, filler)
+  WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 100000)
+  SELECT x, 1, 0, '' FROM c;
+COMMIT;
+EOF
+) || hx_fail "(e) creating the pgbench tables failed: $out"
+expect "(e) accounts" "SELECT count(*) FROM pgbench_accounts" "100000"
+
+bench_out=$HX_LOGS/pgbench.log
+rc=0
+timeout -k 5 "$BENCH_TIMEOUT_S" pgbench -n -M simple -c 4 -j 2 -t 50 >"$bench_out" 2>&1 || rc=$?
+[ "$rc" -eq 0 ] || hx_fail "(e) pgbench exited $rc: $(tail -n 5 "$bench_out" | tr '\n' ' ')"
+grep -q "number of transactions actually processed: 200/200" "$bench_out" ||
+    hx_fail "(e) pgbench did not process 200/200 transactions: $(grep -E 'processed|failed' "$bench_out" | tr '\n' ' ')"
+if grep -q "number of failed transactions" "$bench_out"; then
+    grep -q "number of failed transactions: 0 " "$bench_out" ||
+        hx_fail "(e) pgbench reports failed transactions: $(grep 'failed' "$bench_out")"
+fi
+hx_pass "(e) pgbench: 200/200 transactions, 0 failed; $(grep -m1 '^tps' "$bench_out")"
+expect "(e) history rows" "SELECT count(*) FROM pgbench_history" "200"
+# Every transaction adds the same delta to one account, teller and branch.
+expect "(e) balances agree" \
+    "SELECT (SELECT sum(abalance) FROM pgbench_accounts) = (SELECT sum(delta) FROM pgbench_history) AND (SELECT sum(tbalance) FROM pgbench_tellers) = (SELECT sum(delta) FROM pgbench_history) AND (SELECT bbalance FROM pgbench_branches) = (SELECT sum(delta) FROM pgbench_history)" \
+    "1"
+expect "(e) table t untouched" "SELECT count(*) FROM t" "151"
+
+# ---- (f) refusals that must not disturb the running writer
+epoch_before=$(grep -o 'epoch [0-9]*)' "$HX_LOGS/w1.log" | tail -n 1)
+rc=0
+out=$(timeout -k 5 60 "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null 2>&1) || rc=$?
+[ "$rc" -eq 1 ] || hx_fail "(f) a second hexad-compute on a busy port exited $rc, expected 1: $out"
+grep -q "already in use" <<<"$out" || hx_fail "(f) the port-in-use error does not say so: $out"
+grep -q "recovery" <<<"$out" && hx_fail "(f) the second hexad-compute ran recovery before failing to listen: $out"
+hx_pass "(f) port in use: exit 1, '$(grep -m1 -o 'cannot listen.*in use' <<<"$out")'"
+expect "(f) first writer still serves" "SELECT count(*) FROM t" "151"
+sed 's/role=writer/role=reader/' "$HX_CONF" >"$HX_TMP/reader.conf"
+rc=0
+out=$(timeout -k 5 60 "$HEXAD_COMPUTE_BIN" --cluster "$HX_TMP/reader.conf" --id w1 </dev/null 2>&1) || rc=$?
+if [ "$rc" -ne 1 ] || ! grep -q "not supported yet" <<<"$out"; then
+    hx_fail "(f) role=reader: exit $rc, expected 1 and 'not supported yet': $out"
+fi
+hx_pass "(f) role=reader refused: exit 1"
+[ "$(grep -o 'epoch [0-9]*)' "$HX_LOGS/w1.log" | tail -n 1)" = "$epoch_before" ] ||
+    hx_fail "(f) the compute log shows a new epoch after the refusals"
+
+# ---- (g) write quorum lost: no acknowledgement, a clear error after the timeout
+third=$(hx_ctl status --json | jq -r --arg a "${victims[0]}" --arg b "${victims[1]}" \
+    '[.pgs[] | select(.pg == 0) | .members[].node | select(. != $a and . != $b)][0]')
+if [ -z "$third" ] || [ "$third" = null ]; then hx_fail "(g) no third member of PG 0 found"; fi
+hx_kill_node "$third"
+t0=$(hx_now_ms)
+rc=0
+out=$(sql "INSERT INTO t (id, v, s) VALUES (999, 0, 'no quorum')" 2>&1) || rc=$?
+dt=$(($(hx_now_ms) - t0))
+[ "$rc" -ne 0 ] || hx_fail "(g) a commit with 3 of 6 members of PG 0 was acknowledged: $out"
+[ "$dt" -ge $((COMMIT_TIMEOUT_MS - 500)) ] ||
+    hx_fail "(g) the commit failed after $dt ms, before commit_timeout_ms=$COMMIT_TIMEOUT_MS: $out"
+grep -q "ERROR" <<<"$out" || hx_fail "(g) psql did not report an error: $out"
+wait_until "grep -q 'not durable after $COMMIT_TIMEOUT_MS ms: write quorum lost? (outcome unknown)' '$HX_LOGS/w1.log'" 5 ||
+    hx_fail "(g) the compute log does not say the commit's outcome is unknown"
+hx_pass "(g) ${victims[*]} $third down: commit not acknowledged; after $dt ms: $(tr '\n' ' ' <<<"$out")"
+
+# ---- SIGTERM with an idle client connected: it is disconnected, exit 0
+mkfifo "$HX_TMP/idle.fifo"
+exec 7<>"$HX_TMP/idle.fifo"
+psql -X -q <"$HX_TMP/idle.fifo" >"$HX_LOGS/idle-psql.log" 2>&1 &
+idle_pid=$!
+hx_track_pid "$idle_pid"
+echo "SELECT 1;" >&7
+wait_until "[ \$(grep -c 'connected\$' '$HX_LOGS/w1.log') -gt \$(grep -c 'disconnected (' '$HX_LOGS/w1.log') ]" 10 ||
+    hx_fail "the idle psql did not connect"
+compute_stop TERM
+grep -q "closing 1 client connection" "$HX_LOGS/w1.log" || hx_fail "SIGTERM: the log does not show the idle client being closed"
+hx_pass "SIGTERM with an idle client: connection closed, exit 0"
+exec 7>&-
+hx_pass "test_sql: all checks passed"
