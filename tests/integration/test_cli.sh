@@ -25,7 +25,7 @@ check_error() {  # description regex command...
     local what=$1 re=$2 out rc
     shift 2
     out=$(timeout -k 5 30 "$@" 2>&1) && rc=0 || rc=$?
-    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && grep -Eq "$re" <<<"$out"; then
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && grep -Eq -e "$re" <<<"$out"; then
         hx_pass "$what (exit $rc: $(head -n 1 <<<"$out"))"
     else
         printf 'FAIL: %s: exit %s, expected non-zero with a message matching /%s/; output:\n%s\n' \
