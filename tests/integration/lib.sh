@@ -52,10 +52,10 @@ hx_cleanup() {
     local rc=$? pid f
     set +e
     for pid in "${HX_PIDS[@]+"${HX_PIDS[@]}"}"; do
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        hx_pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
     done
     for pid in "${HX_PIDS[@]+"${HX_PIDS[@]}"}"; do
-        wait_until "! kill -0 $pid" 5 || echo "$HX_TEST_NAME: pid $pid survived SIGKILL for 5 s" >&2
+        wait_until "! hx_pid_alive $pid" 5 || echo "$HX_TEST_NAME: pid $pid survived SIGKILL for 5 s" >&2
     done
     if [ "$rc" -ne 0 ] || [ "$HX_FAILED" -ne 0 ]; then
         for f in "$HX_LOGS"/*.log; do
@@ -73,6 +73,15 @@ hx_cleanup() {
 }
 trap hx_cleanup EXIT
 trap 'hx_fail "interrupted"' INT TERM
+
+# True while PID runs; a zombie (killed, not yet reaped by its parent)
+# counts as gone.
+hx_pid_alive() {
+    local st
+    kill -0 "$1" 2>/dev/null || return 1
+    st=$(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
+    [ -n "$st" ] && [ "$st" != Z ]
+}
 
 # Records a pid so that cleanup stops it.
 hx_track_pid() { HX_PIDS+=("$1"); }
@@ -131,10 +140,11 @@ hx_node_addr() {
         }' "$HX_CONF"
 }
 
-# Every storage node id in the cluster file, one a line.
-hx_storage_ids() {
-    awk '$1 == "storage" { for (i = 2; i <= NF; i++) if ($i ~ /^id=/) print substr($i, 4) }' "$HX_CONF"
+# Every storage node id in the cluster file (default: this test's), one a line.
+hx_storage_ids_of() {
+    awk '$1 == "storage" { for (i = 2; i <= NF; i++) if ($i ~ /^id=/) print substr($i, 4) }' "$1"
 }
+hx_storage_ids() { hx_storage_ids_of "$HX_CONF"; }
 
 # Starts storage node ID in the background and waits (deadline 30 s) until
 # it listens. Fails the test, with the node's log, if it exits or does not
@@ -155,10 +165,10 @@ hx_start_node() {
     disown "$pid"
     hx_track_pid "$pid"
     HX_NODE_PID[$id]=$pid
-    if ! wait_until "hx_port_listening $port || ! kill -0 $pid" 30; then
+    if ! wait_until "hx_port_listening $port || ! hx_pid_alive $pid" 30; then
         hx_fail "storage node $id (pid $pid) did not listen on $addr within 30 s"
     fi
-    kill -0 "$pid" 2>/dev/null || hx_fail "storage node $id exited while starting; see $HX_LOGS/$id.log"
+    hx_pid_alive "$pid" || hx_fail "storage node $id exited while starting; see $HX_LOGS/$id.log"
     hx_port_listening "$port" || hx_fail "storage node $id is running but does not listen on $addr"
 }
 
@@ -168,9 +178,9 @@ hx_signal_node() {  # id signal
     pid=${HX_NODE_PID[$id]:-}
     [ -n "$pid" ] || hx_fail "hx_signal_node $id: this test did not start it"
     kill -s "$sig" "$pid" 2>/dev/null || true
-    if ! wait_until "! kill -0 $pid" 20; then
+    if ! wait_until "! hx_pid_alive $pid" 20; then
         kill -KILL "$pid" 2>/dev/null || true
-        wait_until "! kill -0 $pid" 5 || hx_fail "node $id (pid $pid) survived SIGKILL"
+        wait_until "! hx_pid_alive $pid" 5 || hx_fail "node $id (pid $pid) survived SIGKILL"
     fi
     unset 'HX_NODE_PID[$id]'
 }

@@ -96,6 +96,71 @@ else
     echo "SKIP: HEXADCTL_BIN not set (hexadctl not built yet)"
 fi
 
+if [ -n "${HEXAD_COMPUTE_BIN:-}" ]; then
+    hx_require_bins HEXAD_COMPUTE_BIN
+    check "hexad-compute --help" 0 "$HEXAD_COMPUTE_BIN" --help
+    check_error "hexad-compute with a bad cluster file" "line 3" \
+        "$HEXAD_COMPUTE_BIN" --cluster "$bad" --id w1
+fi
+
+# ---- ./hexad manages a cluster's processes by pid (start, kill, stop,
+# status, down), with the binaries of this build.
+if [ -n "${HEXAD_STORAGE_BIN:-}" ] && [ -n "${HEXADCTL_BIN:-}" ]; then
+    export HEXAD_BUILD
+    HEXAD_BUILD=$(dirname "$(dirname "$HEXAD_STORAGE_BIN")")
+    [ -x "$HEXAD_BUILD/compute-node/hexadctl" ] ||
+        hx_fail "hexadctl is not next to hexad-storage in $HEXAD_BUILD"
+    data=$HX_TMP/hexad-data
+    hx_pick_ports 10
+    bash deploy/local/gen-cluster.sh --data "$data" --base-port "$HX_BASE_PORT" \
+        --pg-port $((HX_BASE_PORT + 200)) --out "$data/cluster.conf"
+    mapfile -t node_ids < <(hx_storage_ids_of "$data/cluster.conf")
+    for id in "${node_ids[@]}"; do
+        check "./hexad start $id" 0 ./hexad start --data "$data" "$id"
+        # ./hexad detaches its nodes (setsid); record them for the cleanup.
+        [ -f "$data/run/$id.pid" ] && hx_track_pid "$(cat "$data/run/$id.pid")"
+    done
+    reachable() { ./hexad status --data "$data" --json 2>/dev/null | jq '[.nodes[] | select(.reachable)] | length'; }
+    # shellcheck disable=SC2016
+    if wait_until '[ "$(reachable)" = 9 ]' 30; then
+        hx_pass "./hexad status --json: 9 storage nodes reachable"
+    else
+        echo "FAIL: ./hexad status --json shows $(reachable) reachable nodes, not 9" >&2
+        fails=$((fails + 1))
+    fi
+    check "./hexad status (table)" 0 ./hexad status --data "$data"
+    pid1=$(cat "$data/run/s1.pid")
+    check "./hexad kill s1" 0 ./hexad kill --data "$data" s1
+    if ! hx_pid_alive "$pid1" && [ ! -f "$data/run/s1.pid" ]; then
+        hx_pass "s1 (pid $pid1) is gone and its pid file removed"
+    else
+        echo "FAIL: after ./hexad kill s1, pid $pid1 still runs or its pid file remains" >&2
+        fails=$((fails + 1))
+    fi
+    # shellcheck disable=SC2016
+    if wait_until '[ "$(reachable)" = 8 ]' 30; then
+        hx_pass "./hexad status sees s1 down"
+    else
+        echo "FAIL: ./hexad status --json shows $(reachable) reachable nodes after kill s1, not 8" >&2
+        fails=$((fails + 1))
+    fi
+    check "./hexad start s1 again" 0 ./hexad start --data "$data" s1
+    hx_track_pid "$(cat "$data/run/s1.pid")"
+    check "./hexad stop s2" 0 ./hexad stop --data "$data" s2
+    check_error "./hexad logs of an unknown node" "no log" ./hexad logs --data "$data" nosuch
+    check "./hexad logs s1" 0 ./hexad logs --data "$data" s1 -n 5
+    pids=$(cat "$data"/run/*.pid)
+    check "./hexad down" 0 ./hexad down --data "$data"
+    left=0
+    for p in $pids; do hx_pid_alive "$p" && left=$((left + 1)); done
+    if [ "$left" -eq 0 ] && [ -z "$(ls "$data/run")" ]; then
+        hx_pass "./hexad down stopped every node and removed the pid files"
+    else
+        echo "FAIL: after ./hexad down, $left node(s) still run; run/ holds: $(ls "$data/run")" >&2
+        fails=$((fails + 1))
+    fi
+fi
+
 if [ "$fails" -gt 0 ]; then
     hx_fail "$fails check(s) failed (see the FAIL lines above)"
 fi
