@@ -69,22 +69,14 @@ void vc_progress(const hx_volume_opts *o, const char *fmt, ...)
         o->progress(o->progress_arg, line);
 }
 
-/* Waits on cv until deadline (absolute vc_now_ms; < 0 forever). */
-static int cv_wait_until(hx_volume *v, int64_t deadline_ms)
+int vc_cv_wait_until(hx_volume *v, int64_t deadline_ms)
 {
     if (deadline_ms < 0)
         return pthread_cond_wait(&v->cv, &v->mu);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    int64_t left = deadline_ms - vc_now_ms();
-    if (left <= 0)
+    if (deadline_ms <= vc_now_ms())
         return -1;
-    ts.tv_sec += left / 1000;
-    ts.tv_nsec += (left % 1000) * 1000000;
-    if (ts.tv_nsec >= 1000000000) {
-        ts.tv_sec++;
-        ts.tv_nsec -= 1000000000;
-    }
+    /* cv waits on CLOCK_MONOTONIC, the clock vc_now_ms() reads. */
+    struct timespec ts = {deadline_ms / 1000, (deadline_ms % 1000) * 1000000};
     return pthread_cond_timedwait(&v->cv, &v->mu, &ts);
 }
 
@@ -699,7 +691,7 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
            hx_lsn_last_allocated(v->lsn) + n >
                hx_lsn_vdl(v->lsn) + v->cluster.lal &&
            hx_lsn_last_allocated(v->lsn) + n > v->trunc_to + v->cluster.lal) {
-        if (cv_wait_until(v, deadline) != 0 && vc_now_ms() >= deadline) {
+        if (vc_cv_wait_until(v, deadline) != 0 && vc_now_ms() >= deadline) {
             rc = HX_ERR_TIMEOUT;
             goto out;
         }
@@ -753,7 +745,7 @@ int hx_volume_wait_durable(hx_volume *v, uint64_t lsn, int timeout_ms)
             rc = HX_ERR_CLOSED;
             break;
         }
-        if (cv_wait_until(v, deadline) != 0 && deadline >= 0 &&
+        if (vc_cv_wait_until(v, deadline) != 0 && deadline >= 0 &&
             vc_now_ms() >= deadline) {
             rc = HX_ERR_TIMEOUT;
             break;
@@ -845,7 +837,7 @@ int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
             pthread_mutex_lock(&v->mu);
         }
         /* Nobody could serve it now: wait for a connect or an ack. */
-        cv_wait_until(v, vc_now_ms() + 200 < deadline ? vc_now_ms() + 200
+        vc_cv_wait_until(v, vc_now_ms() + 200 < deadline ? vc_now_ms() + 200
                                                       : deadline);
     }
     pthread_mutex_unlock(&v->mu);

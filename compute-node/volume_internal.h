@@ -110,6 +110,9 @@ int vc_member_index(const vc_pg *p, int node);
 void vc_progress(const hx_volume_opts *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int64_t vc_now_ms(void);
+/* Under mu: waits on cv until woken or deadline_ms (absolute vc_now_ms();
+ * < 0: no deadline). Non-zero once the deadline has passed. */
+int vc_cv_wait_until(hx_volume *v, int64_t deadline_ms);
 
 /* volume_rpc.c: requests and replies (under no lock; they take mu). */
 /* Sends env to node; returns the call (NULL: out of memory). */
@@ -147,6 +150,13 @@ typedef struct {
 void vc_ask_all(hx_volume *v, const Hexad__SegmentInfoRequest *req,
                 node_answer *ans);
 void vc_free_answers(node_answer *ans, size_t n);
+/* Round 2 of the survey: asks every node what it holds above `at`,
+ * rebuilds rep[] (its tails and truncations then live in *tails_buf and
+ * *trunc_buf, replaced each call) and runs hx_recovery_plan() at `at`. */
+int vc_survey_plan(hx_volume *v, node_answer *ans, const pg_view *pgs,
+                   size_t n, hx_pg_report *rep, uint64_t at,
+                   hx_rec_meta **tails_buf, hx_lsn_range **trunc_buf,
+                   uint64_t *tails, hx_recovery_result *res, uint32_t *bad_pg);
 /* Waits until every node is connected or grace_ms passed. */
 void vc_await_connections(hx_volume *v, int grace_ms);
 int vc_collect_pgs(hx_volume *v, const node_answer *ans, pg_view **out,

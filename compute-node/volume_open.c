@@ -262,17 +262,33 @@ static int await_truncation(hx_volume *v, const hx_volume_opts *o,
             pthread_mutex_lock(&v->mu);
             next_note = vc_now_ms() + 2000;
         }
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 100 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&v->cv, &v->mu, &ts);
+        /* Truncation acks broadcast cv. */
+        vc_cv_wait_until(v, next_note < deadline ? next_note : deadline);
     }
     pthread_mutex_unlock(&v->mu);
     return HX_OK;
+}
+
+int vc_survey_plan(hx_volume *v, node_answer *ans, const pg_view *pgs,
+                   size_t n, hx_pg_report *rep, uint64_t at,
+                   hx_rec_meta **tails_buf, hx_lsn_range **trunc_buf,
+                   uint64_t *tails, hx_recovery_result *res, uint32_t *bad_pg)
+{
+    Hexad__SegmentInfoRequest q = HEXAD__SEGMENT_INFO_REQUEST__INIT;
+    q.volume = v->cluster.volume;
+    q.limit_lsn = at;
+    q.tail_from = at;
+    q.want_tail = true;
+    vc_ask_all(v, &q, ans);
+    free(*tails_buf);
+    *tails_buf = NULL;
+    free(*trunc_buf);
+    *trunc_buf = NULL;
+    int rc;
+    if ((rc = vc_build_reports(ans, pgs, n, rep, tails_buf)) != HX_OK ||
+        (rc = vc_fill_truncations(ans, pgs, n, rep, trunc_buf)) != HX_OK)
+        return rc;
+    return hx_recovery_plan(rep, n, at, v->cluster.lal, res, tails, bad_pg);
 }
 
 void vc_await_connections(hx_volume *v, int grace_ms)
@@ -283,16 +299,9 @@ void vc_await_connections(hx_volume *v, int grace_ms)
         size_t up = 0;
         for (size_t i = 0; i < v->n_nodes; i++)
             up += v->nodes[i].connected;
-        if (up == v->n_nodes || vc_now_ms() >= grace)
+        /* Connects broadcast cv. */
+        if (up == v->n_nodes || vc_cv_wait_until(v, grace) != 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += 50 * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&v->cv, &v->mu, &ts);
     }
     pthread_mutex_unlock(&v->mu);
 }
@@ -378,15 +387,6 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
     }
 
     /* Round 2: what lies above base. */
-    q.limit_lsn = base;
-    q.tail_from = base;
-    q.want_tail = true;
-    vc_ask_all(v, &q, ans);
-    free(tails_buf);
-    tails_buf = NULL;
-    if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK ||
-        (rc = vc_fill_truncations(ans, pgs, n, rep, &trunc_buf)) != HX_OK)
-        goto out;
     tails = calloc(n ? n : 1, sizeof *tails);
     if (tails == NULL) {
         rc = HX_ERR_NOMEM;
@@ -394,24 +394,14 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
     }
     hx_recovery_result res;
     uint32_t bad_pg = 0;
-    rc = hx_recovery_plan(rep, n, base, v->cluster.lal, &res, tails, &bad_pg);
+    rc = vc_survey_plan(v, ans, pgs, n, rep, base, &tails_buf, &trunc_buf,
+                        tails, &res, &bad_pg);
     /* VDL fell below base (the old writer died inside an MTR): the tails
      * must be asked again at VDL (recovery.h). Another read quorum may
      * answer the next round, hence a few tries. */
-    for (int again = 0; rc == HX_ERR_NOT_COMPLETE && again < 3; again++) {
-        uint64_t at = res.vdl;
-        q.limit_lsn = at;
-        q.tail_from = at;
-        vc_ask_all(v, &q, ans);
-        free(tails_buf);
-        tails_buf = NULL;
-        free(trunc_buf);
-        trunc_buf = NULL;
-        if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK ||
-            (rc = vc_fill_truncations(ans, pgs, n, rep, &trunc_buf)) != HX_OK)
-            goto out;
-        rc = hx_recovery_plan(rep, n, at, v->cluster.lal, &res, tails, &bad_pg);
-    }
+    for (int again = 0; rc == HX_ERR_NOT_COMPLETE && again < 3; again++)
+        rc = vc_survey_plan(v, ans, pgs, n, rep, res.vdl, &tails_buf,
+                            &trunc_buf, tails, &res, &bad_pg);
     if (rc != HX_OK) {
         vc_progress(o, "recovery: PG %u lost its read quorum during recovery; "
                     "retry", bad_pg);

@@ -56,20 +56,9 @@ int vc_call_finish(hx_volume *v, vc_call *c, int64_t deadline_ms,
                    Hexad__Envelope **reply)
 {
     pthread_mutex_lock(&v->mu);
-    while (!c->done && !v->stopping) {
-        int64_t left = deadline_ms - vc_now_ms();
-        if (left <= 0)
-            break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += left / 1000;
-        ts.tv_nsec += (left % 1000) * 1000000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&v->cv, &v->mu, &ts);
-    }
+    while (!c->done && !v->stopping &&
+           vc_cv_wait_until(v, deadline_ms) == 0)
+        ;
     call_unlink(v, c);
     pthread_mutex_unlock(&v->mu);
     int rc = c->done ? c->rc : HX_ERR_TIMEOUT;

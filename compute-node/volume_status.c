@@ -103,22 +103,14 @@ int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st)
     uint32_t bad_pg = 0;
     if (hx_recovery_base(rep, n, &base, &bad_pg) != HX_OK)
         goto out; /* not recoverable now: vcl/vdl stay 0 */
-    q.limit_lsn = base;
-    q.tail_from = base;
-    q.want_tail = true;
-    vc_ask_all(v, &q, ans);
-    free(tails_buf);
-    tails_buf = NULL;
-    if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK ||
-        (rc = vc_fill_truncations(ans, pgs, n, rep, &trunc_buf)) != HX_OK)
-        goto out;
     tails = calloc(n ? n : 1, sizeof *tails);
     if (tails == NULL) {
         rc = HX_ERR_NOMEM;
         goto out;
     }
     hx_recovery_result res;
-    int prc = hx_recovery_plan(rep, n, base, v->cluster.lal, &res, tails, &bad_pg);
+    int prc = vc_survey_plan(v, ans, pgs, n, rep, base, &tails_buf, &trunc_buf,
+                             tails, &res, &bad_pg);
     if (prc == HX_OK || prc == HX_ERR_NOT_COMPLETE) { /* vcl/vdl are final */
         st->recoverable = true;
         st->vcl = res.vcl;
