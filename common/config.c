@@ -106,8 +106,12 @@ static int parse_cluster(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             if (parse_u64(w[i].value, 1, 24 * 3600 * 1000, &x) != 0)
                 return fail(err, len, line, "commit_timeout_ms must be from 1 to 86400000");
             cfg->commit_timeout_ms = (int)x;
+        } else if (strcmp(w[i].key, "retention_s") == 0) {
+            if (parse_u64(w[i].value, 0, UINT64_C(10) * 365 * 24 * 3600, &x) != 0)
+                return fail(err, len, line, "retention_s must be a number of seconds from 0 to 315360000");
+            cfg->retention_s = x;
         } else {
-            return fail(err, len, line, "unknown cluster key '%s'; known: name volume page_size pg_pages lal commit_timeout_ms", w[i].key);
+            return fail(err, len, line, "unknown cluster key '%s'; known: name volume page_size pg_pages lal commit_timeout_ms retention_s", w[i].key);
         }
     }
     return HX_OK;
@@ -214,6 +218,7 @@ int hx_cluster_parse(const char *text, hx_cluster_cfg *cfg, char *err,
     cfg->pg_pages = 16384;
     cfg->lal = 1000000;
     cfg->commit_timeout_ms = 30000;
+    cfg->retention_s = 3600;
 
     int line_no = 0;
     const char *p = text;

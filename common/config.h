@@ -2,7 +2,7 @@
  *
  *   # comment
  *   cluster  name=local volume=1 page_size=4096 pg_pages=16384 lal=1000000
- *            commit_timeout_ms=30000
+ *            commit_timeout_ms=30000 retention_s=3600
  *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
  *            data=/var/lib/hexad/s1
  *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
@@ -47,6 +47,9 @@ typedef struct {
     uint64_t pg_pages;
     uint64_t lal;
     int commit_timeout_ms;
+    /* Storage keeps log records and page versions at least this long
+     * (garbage collection; the backtrack window later). */
+    uint64_t retention_s;
     size_t n_storage;
     hx_storage_cfg storage[HX_MAX_STORAGE_NODES];
     size_t n_compute;

@@ -6,7 +6,16 @@
  * hexad SQLite VFS over it and serves PostgreSQL clients on the compute
  * entry's addr. Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot
  * start (bad cluster file, unknown id, reader role, volume not
- * recoverable, port in use), 2 on a usage error.
+ * recoverable, port in use), 2 on a usage error, 3 when fenced.
+ *
+ * Fencing: when a storage node refuses us with a newer volume epoch,
+ * another writer has recovered the volume. From that moment the volume
+ * client fails every write, read and durability wait (so the commit that
+ * met the refusal is answered with an error naming the fencing, never
+ * with success); this process then logs why and exits 3 after
+ * FENCED_GRACE_MS, the time sessions get to send that error. It does not
+ * stay up read-only: its cache may hold commits the new writer truncated,
+ * and a stale writer serving them would show data that does not exist.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -30,6 +39,8 @@
 #include "volume_client.h"
 
 #define VFS_NAME "hexad"
+#define FENCED_GRACE_MS 500
+#define EXIT_FENCED 3
 
 static const char *usage_text =
     "usage: hexad-compute --cluster FILE --id ID\n"
@@ -50,8 +61,12 @@ static const char *usage_text =
     "\n"
     "Logs go to stderr (level from HEXAD_LOG=debug|info|warn|error).\n"
     "SIGTERM or SIGINT: stop accepting, close client connections, exit 0.\n"
+    "Fencing: when another hexad-compute starts as the writer of the same\n"
+    "volume, it seals a newer volume epoch on storage; this one is refused\n"
+    "on its next write, answers that commit with an error naming the\n"
+    "fencing, acknowledges nothing more, logs 'fenced' and exits 3.\n"
     "Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot start, 2 on a\n"
-    "usage error.\n";
+    "usage error, 3 when fenced by a newer writer.\n";
 
 static void on_progress(void *arg, const char *line)
 {
@@ -81,6 +96,42 @@ static void on_sqlite_log(void *arg, int code, const char *msg)
         HX_DEBUG("sqlite (%d): %s", code, msg);
         break;
     }
+}
+
+typedef struct {
+    struct event_base *base;
+    struct event *fence_ev;
+    hx_volume *vol;
+    uint32_t volume;
+    bool fenced;
+} compute_ctx;
+
+/* Volume client thread, its lock held: only hands the news to the loop. */
+static void on_fenced(void *arg, uint64_t newer_epoch)
+{
+    compute_ctx *cx = arg;
+    (void)newer_epoch;
+    event_active(cx->fence_ev, EV_TIMEOUT, 0);
+}
+
+static void on_fence_ev(evutil_socket_t fd, short what, void *arg)
+{
+    compute_ctx *cx = arg;
+    (void)fd;
+    (void)what;
+    if (cx->fenced)
+        return;
+    uint64_t newer = 0;
+    if (cx->vol != NULL)
+        (void)hx_volume_fenced(cx->vol, &newer);
+    cx->fenced = true;
+    HX_ERROR("fenced: another writer recovered volume %u (storage holds "
+             "epoch %" PRIu64 ", ours %" PRIu64 "); this writer "
+             "acknowledges nothing more and exits %d. Connect clients to "
+             "the new writer.", cx->volume, newer,
+             cx->vol ? hx_volume_epoch(cx->vol) : 0, EXIT_FENCED);
+    struct timeval grace = {0, FENCED_GRACE_MS * 1000};
+    event_base_loopexit(cx->base, &grace);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -175,11 +226,14 @@ int main(int argc, char **argv)
     bool vfs_registered = false;
     struct event *sigterm = NULL, *sigint = NULL;
     pg_server *srv = NULL;
+    static compute_ctx cx;
     struct event_base *base = event_base_new();
-    if (!base) {
+    if (!base || !(cx.fence_ev = event_new(base, -1, 0, on_fence_ev, &cx))) {
         fprintf(stderr, "hexad-compute: cannot create an event loop\n");
         goto out;
     }
+    cx.base = base;
+    cx.volume = cfg.volume;
     pg_server_opts po = {
         .base = base,
         .host = me->host,
@@ -206,6 +260,8 @@ int main(int argc, char **argv)
         .az = me->az[0] ? me->az : NULL,
         .open_timeout_ms = cfg.commit_timeout_ms,
         .progress = on_progress,
+        .on_fenced = on_fenced,
+        .on_fenced_arg = &cx,
     };
     rc = hx_volume_open(&vo, &vol);
     if (rc != HX_OK) {
@@ -217,6 +273,7 @@ int main(int argc, char **argv)
         vol = NULL;
         goto out;
     }
+    cx.vol = vol;
     store = hx_volume_page_store(vol);
     rc = hx_vfs_register(VFS_NAME, &store, 0);
     if (rc != HX_OK) {
@@ -239,7 +296,7 @@ int main(int argc, char **argv)
         HX_ERROR("event loop failed");
         goto out;
     }
-    exit_code = 0;
+    exit_code = cx.fenced ? EXIT_FENCED : 0;
 
 out:
     if (srv) {
@@ -250,8 +307,6 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
-    if (base)
-        event_base_free(base);
     hx_vfs_stats vs;
     if (vfs_registered && hx_vfs_get_stats(VFS_NAME, &vs) == HX_OK)
         HX_INFO("vfs: %" PRIu64 " commits (%" PRIu64 " redo records, %" PRIu64
@@ -261,7 +316,11 @@ out:
     rc = vfs_registered ? hx_vfs_unregister(VFS_NAME) : HX_OK;
     if (rc != HX_OK)
         HX_WARN("unregistering the VFS: %s", hx_strerror(rc));
-    hx_volume_close(vol);
+    hx_volume_close(vol); /* no on_fenced after this: fence_ev may go */
+    if (cx.fence_ev)
+        event_free(cx.fence_ev);
+    if (base)
+        event_base_free(base);
     HX_INFO("hexad-compute %s stopped (exit %d)", id, exit_code);
     return exit_code;
 }

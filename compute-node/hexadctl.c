@@ -31,9 +31,10 @@ static const char *usage_text =
     "                        write numbered page patches i = I..I+N-1 (one\n"
     "                        MTR each, W in flight, default 64) as the\n"
     "                        volume's writer; append each acknowledged write\n"
-    "                        to FILE as \"i lsn\"\n"
+    "                        to FILE as \"i lsn\"; --pages P keeps to pages\n"
+    "                        0..P-1 (page numbers modulo P)\n"
     "  verify --journal FILE re-read every journaled write from storage and\n"
-    "                        compare byte for byte\n"
+    "                        compare byte for byte ([--pages P] as for load)\n"
     "\n"
     "Each command takes --help.\n";
 
@@ -75,14 +76,29 @@ static void status_json(const hx_volume_status *st)
            "\"vcl\":%" PRIu64 ",\"vdl\":%" PRIu64 ",\"nodes\":[",
            st->volume, st->epoch, st->recoverable ? "true" : "false", st->vcl,
            st->vdl);
-    for (size_t i = 0; i < st->n_nodes; i++)
+    for (size_t i = 0; i < st->n_nodes; i++) {
+        const struct hx_node_status *n = &st->nodes[i];
         printf("%s{\"id\":\"%s\",\"az\":\"%s\",\"addr\":\"%s\",\"reachable\":%s,"
+               "\"volume_epoch\":%" PRIu64 ","
                "\"records_received\":%" PRIu64 ",\"bytes_received\":%" PRIu64
-               ",\"batches_synced\":%" PRIu64 "}",
-               i ? "," : "", st->nodes[i].id, st->nodes[i].az,
-               st->nodes[i].addr, st->nodes[i].reachable ? "true" : "false",
-               st->nodes[i].records_received, st->nodes[i].bytes_received,
-               st->nodes[i].batches_synced);
+               ",\"batches_synced\":%" PRIu64 ",\"gossip_pulls\":%" PRIu64
+               ",\"gossip_records\":%" PRIu64 ",\"gossip_truncations\":%" PRIu64
+               ",\"gossip_epochs\":%" PRIu64 ",\"gossip_segments\":%" PRIu64
+               ",\"coalesce_passes\":%" PRIu64
+               ",\"page_versions_written\":%" PRIu64 ",\"gc_passes\":%" PRIu64
+               ",\"gc_records_removed\":%" PRIu64
+               ",\"gc_page_versions_removed\":%" PRIu64
+               ",\"gc_bytes_removed\":%" PRIu64 ",\"scrub_passes\":%" PRIu64
+               ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64 "}",
+               i ? "," : "", n->id, n->az, n->addr,
+               n->reachable ? "true" : "false", n->volume_epoch,
+               n->records_received, n->bytes_received, n->batches_synced,
+               n->gossip_pulls, n->gossip_records, n->gossip_truncations,
+               n->gossip_epochs, n->gossip_segments, n->coalesce_passes,
+               n->page_versions_written, n->gc_passes, n->gc_records_removed,
+               n->gc_page_versions_removed, n->gc_bytes_removed,
+               n->scrub_passes, n->checksum_failures, n->repairs);
+    }
     printf("],\"pgs\":[");
     for (size_t p = 0; p < st->n_pgs; p++) {
         const hx_pg_status *ps = &st->pgs[p];
@@ -91,10 +107,12 @@ static void status_json(const hx_volume_status *st)
                ps->has_read_quorum ? "true" : "false");
         for (int m = 0; m < HX_PG_MEMBERS; m++)
             printf("%s{\"node\":\"%s\",\"az\":\"%s\",\"scl\":%" PRIu64
-                   ",\"reachable\":%s}",
+                   ",\"reachable\":%s,\"truncations\":%zu,"
+                   "\"truncated_to\":%" PRIu64 "}",
                    m ? "," : "", ps->members[m].node, ps->members[m].az,
                    ps->members[m].scl,
-                   ps->members[m].reachable ? "true" : "false");
+                   ps->members[m].reachable ? "true" : "false",
+                   ps->members[m].n_truncations, ps->members[m].truncated_to);
         printf("]}");
     }
     printf("]}\n");
@@ -107,12 +125,23 @@ static void status_table(const hx_volume_status *st)
         printf("VCL %" PRIu64 "  VDL %" PRIu64 "\n", st->vcl, st->vdl);
     else
         printf("VCL/VDL unknown: some PG has no read quorum (3 of 6)\n");
-    printf("\nnode  az     address              state  records  bytes\n");
-    for (size_t i = 0; i < st->n_nodes; i++)
-        printf("%-5s %-6s %-20s %-6s %-8" PRIu64 " %" PRIu64 "\n",
-               st->nodes[i].id, st->nodes[i].az, st->nodes[i].addr,
-               st->nodes[i].reachable ? "up" : "DOWN",
-               st->nodes[i].records_received, st->nodes[i].bytes_received);
+    /* Counters since each node started; all of them: --json, or the
+     * node's /metrics. */
+    printf("\nnode  az     address              state  epoch records  bytes"
+           "       gossip(rec) coalesce gc-bytes  cksum-bad repairs\n");
+    for (size_t i = 0; i < st->n_nodes; i++) {
+        const struct hx_node_status *n = &st->nodes[i];
+        if (!n->reachable) {
+            printf("%-5s %-6s %-20s DOWN\n", n->id, n->az, n->addr);
+            continue;
+        }
+        printf("%-5s %-6s %-20s up     %-5" PRIu64 " %-8" PRIu64 " %-11" PRIu64
+               " %-11" PRIu64 " %-8" PRIu64 " %-9" PRIu64 " %-9" PRIu64
+               " %" PRIu64 "\n",
+               n->id, n->az, n->addr, n->volume_epoch, n->records_received,
+               n->bytes_received, n->gossip_records, n->coalesce_passes,
+               n->gc_bytes_removed, n->checksum_failures, n->repairs);
+    }
     printf("\nPG    PGCL        members (node/az: SCL)\n");
     for (size_t p = 0; p < st->n_pgs; p++) {
         const hx_pg_status *ps = &st->pgs[p];
@@ -186,16 +215,18 @@ static int64_t now_ms(void)
 
 static int cmd_load(const hx_cluster_cfg *cfg, int argc, char **argv)
 {
-    uint64_t count = 0, start = 0, window = 64;
+    uint64_t count = 0, start = 0, window = 64, pages = 0;
     const char *journal = NULL;
     static const struct option opts[] = {
         {"count", required_argument, 0, 'n'}, {"start", required_argument, 0, 's'},
         {"window", required_argument, 0, 'w'}, {"journal", required_argument, 0, 'j'},
+        {"pages", required_argument, 0, 'p'},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        uint64_t *dst = c == 'n' ? &count : c == 's' ? &start : c == 'w' ? &window : NULL;
+        uint64_t *dst = c == 'n' ? &count : c == 's' ? &start : c == 'w' ? &window
+                        : c == 'p' ? &pages : NULL;
         if (dst && parse_u64_arg(optarg, dst) == 0)
             continue;
         if (c == 'j') {
@@ -203,11 +234,14 @@ static int cmd_load(const hx_cluster_cfg *cfg, int argc, char **argv)
             continue;
         }
         if (c == 'h') {
-            printf("usage: hexadctl load --count N [--start I] [--window W] [--journal FILE]\n\n"
+            printf("usage: hexadctl load --count N [--start I] [--window W] [--journal FILE]\n"
+                   "                     [--pages P]\n\n"
                    "Opens the volume as its writer (recovery first), writes numbered\n"
                    "32-byte page patches i = I..I+N-1, one MTR each, with up to W\n"
                    "unacknowledged at once, and appends \"i lsn\" to FILE for every\n"
-                   "write acknowledged (VDL >= its LSN: on 4 of 6 copies).\n");
+                   "write acknowledged (VDL >= its LSN: on 4 of 6 copies).\n"
+                   "--pages P wraps page numbers modulo P: the same P pages are\n"
+                   "updated over and over (verify then needs the same --pages).\n");
             return 0;
         }
         fprintf(stderr, "hexadctl load: bad option or value (try --help)\n");
@@ -241,6 +275,8 @@ static int cmd_load(const hx_cluster_cfg *cfg, int argc, char **argv)
             uint64_t page;
             uint32_t off;
             hx_load_location(next, cfg->page_size, &page, &off);
+            if (pages > 0)
+                page %= pages;
             hx_patch patch = {.offset = off, .len = HX_LOAD_SLOT_BYTES, .data = bytes};
             hx_page_write w = {.page_no = page, .is_image = 0, .n_patches = 1, .patches = &patch};
             uint64_t lsn;
@@ -297,13 +333,21 @@ static int cmd_load(const hx_cluster_cfg *cfg, int argc, char **argv)
 static int cmd_verify(const hx_cluster_cfg *cfg, int argc, char **argv)
 {
     const char *journal = NULL;
+    uint64_t pages = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--journal") == 0 && i + 1 < argc) {
             journal = argv[++i];
+        } else if (strcmp(argv[i], "--pages") == 0 && i + 1 < argc) {
+            if (parse_u64_arg(argv[++i], &pages) != 0 || pages == 0) {
+                fprintf(stderr, "hexadctl verify: --pages takes a number > 0\n");
+                return 2;
+            }
         } else if (strcmp(argv[i], "--help") == 0) {
-            printf("usage: hexadctl verify --journal FILE\n\nOpens the volume "
+            printf("usage: hexadctl verify --journal FILE [--pages P]\n\nOpens the volume "
                    "(recovery first), reads back every write FILE lists and\n"
-                   "compares it byte for byte with what load wrote.\n");
+                   "compares it byte for byte with what load wrote. With --pages P\n"
+                   "(as given to load) only the last write of each page slot is\n"
+                   "checked: the earlier ones were overwritten.\n");
             return 0;
         } else {
             fprintf(stderr, "hexadctl verify: unknown option %s (try --help)\n", argv[i]);
@@ -328,10 +372,42 @@ static int cmd_verify(const hx_cluster_cfg *cfg, int argc, char **argv)
     uint8_t *page = malloc(cfg->page_size);
     uint64_t cached = UINT64_MAX, n = 0, i, lsn;
     int bad = 0, rc = page ? HX_OK : HX_ERR_NOMEM;
-    while (rc == HX_OK && fscanf(jf, "%" SCNu64 " %" SCNu64, &i, &lsn) == 2) {
+    /* --pages: the last write of each (page, slot), in slot order. */
+    uint64_t slots = cfg->page_size / HX_LOAD_SLOT_BYTES, at = 0;
+    uint64_t *last_i = NULL, *last_lsn = NULL;
+    if (rc == HX_OK && pages > 0) {
+        last_i = malloc(pages * slots * sizeof *last_i);
+        last_lsn = malloc(pages * slots * sizeof *last_lsn);
+        if (last_i == NULL || last_lsn == NULL)
+            rc = HX_ERR_NOMEM;
+        for (uint64_t k = 0; rc == HX_OK && k < pages * slots; k++)
+            last_i[k] = UINT64_MAX;
+        while (rc == HX_OK &&
+               fscanf(jf, "%" SCNu64 " %" SCNu64, &i, &lsn) == 2) {
+            uint64_t page_no;
+            uint32_t off;
+            hx_load_location(i, cfg->page_size, &page_no, &off);
+            uint64_t k = (page_no % pages) * slots + off / HX_LOAD_SLOT_BYTES;
+            last_i[k] = i;
+            last_lsn[k] = lsn;
+        }
+    }
+    while (rc == HX_OK) {
+        if (pages > 0) {
+            while (at < pages * slots && last_i[at] == UINT64_MAX)
+                at++;
+            if (at == pages * slots)
+                break;
+            i = last_i[at];
+            lsn = last_lsn[at++];
+        } else if (fscanf(jf, "%" SCNu64 " %" SCNu64, &i, &lsn) != 2) {
+            break;
+        }
         uint64_t page_no;
         uint32_t off;
         hx_load_location(i, cfg->page_size, &page_no, &off);
+        if (pages > 0)
+            page_no %= pages;
         if (page_no != cached) {
             rc = hx_volume_read_page(v, page_no, read_lsn, page);
             if (rc != HX_OK) {
@@ -355,6 +431,8 @@ static int cmd_verify(const hx_cluster_cfg *cfg, int argc, char **argv)
     }
     fclose(jf);
     free(page);
+    free(last_i);
+    free(last_lsn);
     hx_volume_close(v);
     if (rc != HX_OK || bad) {
         fprintf(stderr, "hexadctl verify: FAILED (%d bad of %" PRIu64 " checked)\n", bad, n);

@@ -63,7 +63,7 @@
  * Visibility: a connection of this process sees every commit of this
  * process at once, durable or not (the cache). Whoever answers a client
  * waits for durability: a commit for hx_vfs_last_commit_lsn(), a read
- * for hx_vfs_read_lsn().
+ * for hx_vfs_read_lsn(); hx_vfs_reply_lsn() is the larger of the two.
  *
  * Size: the database size is the in-header page count (page 1, bytes
  * 28..31, big-endian) of the committed view; a fresh volume (page 1 all
@@ -675,6 +675,8 @@ static int vfs_main_check_writable(vfs_file *f, const char *what)
     pthread_mutex_unlock(&v->mu);
     if (failed)
         return SQLITE_IOERR_WRITE;
+    if (!v->store.write_mtr)
+        return SQLITE_READONLY;
     if (f->lock < SQLITE_LOCK_RESERVED) {
         vfs_log(SQLITE_IOERR_WRITE, "%s without a write lock", what);
         return SQLITE_IOERR_WRITE;
@@ -1146,6 +1148,11 @@ static int vfs_open(sqlite3_vfs *pvfs, sqlite3_filename name,
     v->n_open++;
     pthread_mutex_unlock(&v->mu);
     f->base.pMethods = &vfs_main_methods;
+    /* A store without write_mtr is read-only: SQLite's pager takes the
+     * flag from here and refuses writes with SQLITE_READONLY. */
+    if (!v->store.write_mtr)
+        flags = (flags & ~(SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE)) |
+                SQLITE_OPEN_READONLY;
     if (out_flags)
         *out_flags = flags;
     return SQLITE_OK;
@@ -1264,7 +1271,7 @@ int hx_vfs_register(const char *name, const hx_page_store *store,
                     int make_default)
 {
     if (!name || !*name || !store || !store->read_point ||
-        !store->read_page || !store->write_mtr || !store->wait_durable)
+        !store->read_page || !store->wait_durable)
         return HX_ERR_INVALID;
     uint32_t ps = store->page_size;
     if (ps < 512 || ps > 65536 || (ps & (ps - 1)) != 0)
@@ -1398,6 +1405,18 @@ uint64_t hx_vfs_read_lsn(sqlite3 *db)
         return 0;
     pthread_mutex_lock(&f->vfs->mu);
     uint64_t lsn = f->read_lsn;
+    pthread_mutex_unlock(&f->vfs->mu);
+    return lsn;
+}
+
+uint64_t hx_vfs_reply_lsn(sqlite3 *db)
+{
+    vfs_file *f = vfs_db_file(db);
+    if (!f)
+        return 0;
+    pthread_mutex_lock(&f->vfs->mu);
+    uint64_t lsn = f->last_commit_lsn > f->read_lsn ? f->last_commit_lsn
+                                                    : f->read_lsn;
     pthread_mutex_unlock(&f->vfs->mu);
     return lsn;
 }

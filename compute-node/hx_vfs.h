@@ -5,7 +5,9 @@
  * redo records (byte patches against each page's previous image, or whole
  * images) handed to a page_store. Commits are pipelined: the commit returns
  * as soon as the MTR is handed over; whoever answers the client holds the
- * reply until store->wait_durable(hx_vfs_last_commit_lsn(db)) succeeds.
+ * reply until store->wait_durable(hx_vfs_reply_lsn(db)) succeeds, for
+ * read-only transactions too (they may have read a commit that is not
+ * durable yet).
  *
  * Use: hx_vfs_register() once per volume, then hx_vfs_open_db() (or
  * sqlite3_open_v2 with the VFS name and the pragmas hx_vfs_open_db sets).
@@ -33,7 +35,9 @@
 #define HX_VFS_BUSY_TIMEOUT_MS 5000
 
 /* Registers a VFS called name over store. The table is copied; store->ctx
- * must outlive the VFS. store->page_size must be a power of two in
+ * must outlive the VFS. A store whose write_mtr is NULL is read-only: the
+ * database opens read-only (writes fail with SQLITE_READONLY).
+ * store->page_size must be a power of two in
  * 512 .. 65536; SQLite's page size must equal it (hx_vfs_open_db sets it;
  * a mismatched page write fails with SQLITE_IOERR and a log line through
  * sqlite3_log). make_default: also make it SQLite's default VFS.
@@ -62,6 +66,14 @@ uint64_t hx_vfs_last_commit_lsn(sqlite3 *db);
  * newest commit of this process or the store's read point when it began.
  * A read-only transaction's reply waits for wait_durable(this LSN). */
 uint64_t hx_vfs_read_lsn(sqlite3 *db);
+
+/* What the reply to the connection's last transaction must wait for
+ * (wait_durable): max(hx_vfs_last_commit_lsn, hx_vfs_read_lsn). For a
+ * write transaction that is its commit LSN (every commit is above the read
+ * point it started from); for a read-only one, or a write that changed no
+ * page, the newest commit it could have read. 0 when db is not on a hexad
+ * VFS. */
+uint64_t hx_vfs_reply_lsn(sqlite3 *db);
 
 /* Changes the committed-page cache limit (>= 1). */
 int hx_vfs_set_cache_pages(const char *name, size_t pages);

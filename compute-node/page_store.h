@@ -50,7 +50,8 @@ typedef struct hx_page_store {
      * On HX_ERR_BUSY or HX_ERR_TOO_BIG nothing was shipped; after any
      * other error what reached storage is unknown, and the caller must stop
      * writing until the volume is reopened (recovery truncates above VDL,
-     * so a partial MTR never becomes visible). */
+     * so a partial MTR never becomes visible). NULL in a read-only store
+     * (snapshot_store.h). */
     int (*write_mtr)(void *ctx, const hx_page_write *w, size_t n,
                      uint64_t *commit_lsn);
     /* Waits until VDL >= lsn. HX_ERR_TIMEOUT after timeout_ms (< 0: no

@@ -100,30 +100,38 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Pipelined commit: hold the reply until VDL covers the commit LSN. */
-static int cb_before_reply(void *arg, pg_session *s)
+/* Pipelined commit: hold the reply until VDL covers what the transaction
+ * wrote (its commit LSN) or, read-only, the newest commit it could read. */
+static int cb_before_reply(void *arg, pg_session *s, bool wrote, char *why,
+                           size_t why_len)
 {
     pgs_worker *w = arg;
     pg_server *srv = w->srv;
     sqlite3 *db = pg_session_db(s);
-    uint64_t lsn = db ? hx_vfs_last_commit_lsn(db) : 0;
+    uint64_t lsn = db ? hx_vfs_reply_lsn(db) : 0;
     if (lsn == 0)
         return HX_OK;
+    const char *what = wrote ? "commit" : "read point";
     int64_t t0 = mono_ms();
     int rc = srv->store->wait_durable(srv->store->ctx, lsn,
                                      srv->commit_timeout_ms);
     if (rc == HX_ERR_TIMEOUT) {
-        HX_ERROR("pg %s pid=%d: commit LSN %" PRIu64 " not durable after "
-                 "%d ms: write quorum lost? (outcome unknown)",
-                 w->peer, (int)w->pid, lsn, srv->commit_timeout_ms);
+        snprintf(why, why_len, "%s LSN %" PRIu64 " not covered by VDL %"
+                 PRIu64 " after commit_timeout_ms=%d", what, lsn,
+                 srv->store->read_point(srv->store->ctx),
+                 srv->commit_timeout_ms);
+        HX_ERROR("pg %s pid=%d: %s: write quorum lost? (outcome unknown)",
+                 w->peer, (int)w->pid, why);
     } else if (rc != HX_OK) {
-        HX_ERROR("pg %s pid=%d: commit LSN %" PRIu64 ": %s (outcome unknown)",
-                 w->peer, (int)w->pid, lsn, hx_strerror(rc));
+        snprintf(why, why_len, "%s LSN %" PRIu64 ": %s", what, lsn,
+                 hx_strerror(rc));
+        HX_ERROR("pg %s pid=%d: %s (outcome unknown)", w->peer, (int)w->pid,
+                 why);
     } else {
         int64_t dt = mono_ms() - t0;
         if (dt > 1000)
-            HX_WARN("pg %s pid=%d: commit LSN %" PRIu64 " durable after "
-                    "%" PRId64 " ms", w->peer, (int)w->pid, lsn, dt);
+            HX_WARN("pg %s pid=%d: %s LSN %" PRIu64 " durable after "
+                    "%" PRId64 " ms", w->peer, (int)w->pid, what, lsn, dt);
     }
     return rc;
 }

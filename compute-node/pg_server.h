@@ -10,9 +10,11 @@
  * Pipelined commits: after a statement that committed a write transaction
  * the worker holds the reply until store->wait_durable(commit LSN) says
  * VDL covers it (4 of 6 copies), at most commit_timeout_ms; past that the
- * client gets ERROR 58030 and the commit's outcome is unknown. Read-only
- * transactions are answered at once (pg_session does not call the hook for
- * them).
+ * client gets ERROR 40003 (statement_completion_unknown: the commit may
+ * still become durable). The reply of a read-only transaction (or of a
+ * SELECT in autocommit) likewise waits until VDL covers the newest commit
+ * it could have read (hx_vfs_reply_lsn), since commits are visible on the
+ * writer before they are durable.
  *
  * At most PG_SERVER_MAX_CONNS connections are served; one more is answered
  * FATAL 53300 "too many connections" and closed.

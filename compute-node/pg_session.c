@@ -24,7 +24,12 @@
  *  4. txn_wrote is true when the open SQLite transaction ran a statement
  *     that may write; it is cleared whenever SQLite is back in autocommit.
  *     before_reply runs iff a statement succeeded, left SQLite in
- *     autocommit, was not a rollback, and txn_wrote was set.
+ *     autocommit and was not a rollback; it is told txn_wrote. So every
+ *     reply that confirms a transaction, read-only ones included, waits
+ *     until what the transaction wrote or read is durable; rows sent
+ *     inside an open block are provisional until its COMMIT is answered.
+ *     A reply the hook cannot confirm carries no rows and no tag: only the
+ *     error (40003 when the deadline passed: outcome unknown).
  *  5. After an extended-protocol message (Parse, Bind, Describe, Execute,
  *     Close) the session answers one 0A000 error, then discards everything
  *     but Terminate until Sync, which gets ReadyForQuery (PostgreSQL's
@@ -59,9 +64,14 @@
 #define SQLSTATE_PROGRAM_LIMIT "54000"
 #define SQLSTATE_OUT_OF_MEMORY "53200"
 #define SQLSTATE_IO_ERROR "58030"
+/* statement_completion_unknown: the commit may or may not become durable.
+ * Class 40 like a serialization failure, but clients must not blindly
+ * retry it (the first attempt may have taken effect). */
+#define SQLSTATE_COMPLETION_UNKNOWN "40003"
 
 #define KEYWORD_LEN_MAX 24
 #define ERRMSG_LEN_MAX 512
+#define WHY_LEN_MAX 256
 
 struct pg_session {
     enum pg_session_state state;
@@ -584,30 +594,69 @@ enum stmt_outcome {
     STMT_NOMEM,    /* even the error could not be appended */
 };
 
-/* Calls before_reply after a successful statement when it committed a
- * write transaction (invariant 4). Returns 0 or the hook's error. */
-static int commit_hook(pg_session *s, bool was_rollback)
+/* Calls before_reply after a successful statement that left SQLite in
+ * autocommit, unless it was a rollback (invariant 4). Returns 0 or the
+ * hook's error; *wrote tells what kind of transaction the reply confirms. */
+static int reply_hook(pg_session *s, bool was_rollback, bool *wrote,
+                      char *why, size_t why_len)
 {
+    *wrote = s->txn_wrote;
     if (!sqlite3_get_autocommit(s->db))
         return 0;
-    bool wrote = s->txn_wrote && !was_rollback;
     s->txn_wrote = false;
-    if (!wrote || s->o.before_reply == NULL)
+    if (was_rollback || s->o.before_reply == NULL)
         return 0;
-    return s->o.before_reply(s->o.arg, s);
+    return s->o.before_reply(s->o.arg, s, *wrote, why, why_len);
 }
 
-/* Appends CommandComplete, or the commit hook's error instead. */
-static enum stmt_outcome finish_ok(pg_session *s, pgw_buf *out,
-                                   const char *tag, bool was_rollback)
+/* The hook could not confirm the reply: everything the statement appended
+ * since mark (rows) gives way to an error that says what is known, why,
+ * and what to do. */
+static void put_unconfirmed(pgw_buf *out, size_t mark, int rc, bool wrote,
+                            const char *why)
 {
-    int hrc = commit_hook(s, was_rollback);
+    bool late = rc == HX_ERR_TIMEOUT;
+    const char *cause = late ? "the storage write quorum (4 of 6 copies) "
+                               "did not confirm it before the deadline "
+                               "(commit_timeout_ms)"
+                             : hx_strerror(rc);
+    char msg[ERRMSG_LEN_MAX];
+    if (wrote)
+        snprintf(msg, sizeof(msg), "commit outcome unknown: %s; the "
+                 "transaction committed on the writer and may still "
+                 "become durable", cause);
+    else
+        snprintf(msg, sizeof(msg), "read not confirmed durable: %s; what "
+                 "this transaction read includes commits that may be lost "
+                 "if the writer crashes", cause);
+    pgw_buf_truncate(out, mark);
+    pgw_put_error(out, "ERROR",
+                  late ? SQLSTATE_COMPLETION_UNKNOWN : SQLSTATE_IO_ERROR,
+                  msg, why[0] ? why : NULL,
+                  wrote ? "Make 4 of every 6 storage copies reachable "
+                          "(./hexad status shows the nodes that are down; "
+                          "./hexad start NODE), then read the data back to "
+                          "learn whether the transaction took effect before "
+                          "retrying it."
+                        : "Make 4 of every 6 storage copies reachable "
+                          "(./hexad status; ./hexad start NODE), then run "
+                          "the query again.");
+}
+
+/* Appends CommandComplete, or, when the reply hook fails, an error in
+ * place of everything appended since mark. */
+static enum stmt_outcome finish_ok(pg_session *s, pgw_buf *out,
+                                   const char *tag, bool was_rollback,
+                                   size_t mark)
+{
+    char why[WHY_LEN_MAX] = "";
+    bool wrote = false;
+    int hrc = reply_hook(s, was_rollback, &wrote, why, sizeof(why));
     if (hrc) {
-        slog(s, "pg_session pid=%d: before_reply failed: %s",
-             (int)s->o.backend_pid, hx_strerror(hrc));
-        pgw_put_error(out, "ERROR", SQLSTATE_IO_ERROR, hx_strerror(hrc),
-                      "the transaction committed locally but its "
-                      "durability was not confirmed", NULL);
+        slog(s, "pg_session pid=%d: before_reply (%s) failed: %s",
+             (int)s->o.backend_pid, wrote ? "commit" : "read",
+             hx_strerror(hrc));
+        put_unconfirmed(out, mark, hrc, wrote, why);
         return STMT_FAILED;
     }
     pgw_put_command_complete(out, tag);
@@ -640,7 +689,7 @@ static enum stmt_outcome run_txn_control(pg_session *s, pgw_buf *out,
             pgw_put_notice(out, "WARNING", "25001",
                            "there is already a transaction in progress",
                            NULL, NULL);
-            return finish_ok(s, out, "BEGIN", false);
+            return finish_ok(s, out, "BEGIN", false, out->len);
         }
         /* Keep SQLite's own lock modes; PostgreSQL options map to BEGIN. */
         const char *sql = "BEGIN";
@@ -654,7 +703,7 @@ static enum stmt_outcome run_txn_control(pg_session *s, pgw_buf *out,
             return STMT_FAILED;
         }
         s->txn_wrote = false;
-        return finish_ok(s, out, "BEGIN", false);
+        return finish_ok(s, out, "BEGIN", false, out->len);
     }
 
     /* COMMIT or ROLLBACK. */
@@ -662,7 +711,7 @@ static enum stmt_outcome run_txn_control(pg_session *s, pgw_buf *out,
         pgw_put_notice(out, "WARNING", "25P01",
                        "there is no transaction in progress", NULL, NULL);
         return finish_ok(s, out, k == STMT_COMMIT ? "COMMIT" : "ROLLBACK",
-                         true);
+                         true, out->len);
     }
     if (s->failed || k == STMT_ROLLBACK) {
         /* COMMIT of an aborted block rolls back, as in PostgreSQL. */
@@ -675,7 +724,7 @@ static enum stmt_outcome run_txn_control(pg_session *s, pgw_buf *out,
                 return STMT_FAILED;
             }
         }
-        return finish_ok(s, out, "ROLLBACK", true);
+        return finish_ok(s, out, "ROLLBACK", true, out->len);
     }
     rc = exec_simple(s, "COMMIT");
     if (rc != SQLITE_OK) {
@@ -687,7 +736,7 @@ static enum stmt_outcome run_txn_control(pg_session *s, pgw_buf *out,
         s->txn_wrote = false;
         return STMT_FAILED;
     }
-    return finish_ok(s, out, "COMMIT", false);
+    return finish_ok(s, out, "COMMIT", false, out->len);
 }
 
 /* Runs the statement starting at *pp (not empty) and advances *pp past
@@ -770,11 +819,11 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
 
     if (k == STMT_ROLLBACK_TO) {
         s->failed = false;
-        return finish_ok(s, out, "ROLLBACK", false);
+        return finish_ok(s, out, "ROLLBACK", false, mark);
     }
     char tag[64];
     make_tag(&c, rows, (long long)sqlite3_changes(s->db), tag, sizeof(tag));
-    return finish_ok(s, out, tag, false);
+    return finish_ok(s, out, tag, false, mark);
 }
 
 /* Runs a Query message's string: every statement until the first error,

@@ -16,6 +16,7 @@
 #ifndef HX_PG_SESSION_H
 #define HX_PG_SESSION_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,17 +43,25 @@ typedef struct pg_session_opts {
      * db_open supplied. NULL: the caller keeps ownership of the handle. */
     void (*db_close)(void *arg, sqlite3 *db);
 
-    /* Optional commit hook: hold the reply until the commit is durable.
-     * Called after a statement that ended a write transaction succeeded
-     * (an autocommit write, COMMIT/END, or RELEASE of the outermost
-     * savepoint) and before its CommandComplete and the ReadyForQuery are
-     * appended. The SQLite commit has already happened. Return 0 to reply
-     * success; a hexad error makes the session reply ErrorResponse 58030
-     * with hx_strerror() of it instead of the command's tag and skip the
-     * rest of the query string. The transaction state stays what SQLite
-     * says (normally idle, 'I'). Not called for read-only transactions or
-     * rollbacks. */
-    int (*before_reply)(void *arg, pg_session *s);
+    /* Optional durability hook: hold the reply until what it reports is
+     * durable. Called after a statement that ended a transaction and
+     * succeeded (an autocommit statement, COMMIT/END, or RELEASE of the
+     * outermost savepoint), before its CommandComplete and ReadyForQuery
+     * are appended. wrote: the transaction ran a statement that may write
+     * (the hook waits for its commit); otherwise it was read-only (the
+     * hook waits for the newest commit it could have read, DESIGN.md
+     * "Compute nodes"). The SQLite commit has already happened. Not called
+     * for rollbacks, failed statements, or statements inside an open
+     * block (their results are provisional until the block's COMMIT).
+     * Return 0 to reply success. A hexad error replaces the command's rows
+     * and tag with an ErrorResponse and skips the rest of the query
+     * string: HX_ERR_TIMEOUT gives SQLSTATE 40003
+     * (statement_completion_unknown: the outcome is unknown, the commit
+     * may still become durable), anything else 58030; the hook may write
+     * a one-line detail (the LSN, VDL, deadline) into why[0 .. why_len).
+     * The transaction state stays what SQLite says (normally idle, 'I'). */
+    int (*before_reply)(void *arg, pg_session *s, bool wrote, char *why,
+                        size_t why_len);
 
     /* Optional. A CancelRequest arrived on this (fresh) connection; the
      * owner finds the session with this pid and checks the key before

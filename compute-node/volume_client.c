@@ -16,8 +16,23 @@
  *     its fsync the next one fills. No timer delays a send.
  *  4. VDL only comes from the acks through common/quorum.c; a commit
  *     waiter is released only when VDL >= its LSN (4 of 6 copies).
- *  5. A STALE_EPOCH reply means a newer writer sealed the volume: the
- *     client turns fenced, acknowledges nothing more and fails every call.
+ *  5. A STALE_EPOCH reply (to an append, a truncation or a read) means a
+ *     newer writer sealed the volume: the client turns fenced,
+ *     acknowledges nothing more, fails every call and tells its owner
+ *     (opts.on_fenced).
+ *  6. A member gets no append and no read before it acknowledged the
+ *     recovery's truncation (trunc_pending). Truncate carries our epoch,
+ *     which the node adopts: it seals and truncates in one synced write.
+ *     So a storage node that was down during the recovery drops the dead
+ *     writer's leftovers the moment it reconnects, before it serves us.
+ *     Storage adds its own guard: a GetPage with a newer epoch than the
+ *     node holds is refused NOT_COMPLETE (the node missed a recovery).
+ *     Ranges of still earlier recoveries that such a node missed reach it
+ *     by gossip from its peers, each with its own epoch; re-sending them
+ *     here would have to carry our epoch, which makes every peer re-apply
+ *     them. Until then its SCL (from our acks) stays below any read point
+ *     that could see a leftover: a leftover lies inside an old range, and
+ *     a PG's tail never does.
  */
 #include "volume_internal.h"
 
@@ -141,6 +156,10 @@ static vc_pg *pg_place(hx_volume *v, uint32_t pg)
     vc_pg *p = vc_pg_create(v, pg, 1, ids);
     if (p != NULL && hx_lsn_set_pg_tail(v->lsn, pg, 0) != HX_OK)
         return NULL;
+    /* A node that was down during the recovery may hold a dead writer's
+     * leftovers of this PG: the recovery's range covers them. */
+    for (int i = 0; p != NULL && i < HX_PG_MEMBERS; i++)
+        p->m[i].trunc_pending = v->trunc_to > 0;
     if (p != NULL)
         HX_INFO("volume grows: PG %u placed on %s %s %s %s %s %s", pg, ids[0],
                 ids[1], ids[2], ids[3], ids[4], ids[5]);
@@ -307,6 +326,10 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m)
     a.geometry = &geo;
     a.n_records = n_recs;
     a.records = batch;
+    /* No read of ours will use a point below this (storage GC). */
+    uint64_t vdl = v->lsn ? hx_lsn_vdl(v->lsn) : 0;
+    a.min_read_lsn = v->min_read_pin != 0 && v->min_read_pin < vdl
+                         ? v->min_read_pin : vdl;
     Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
     env.body_case = HEXAD__ENVELOPE__BODY_APPEND;
     env.append = &a;
@@ -393,18 +416,27 @@ static void on_truncate_ack(hx_volume *v, int node, const Hexad__TruncateAck *a)
     pthread_cond_broadcast(&v->cv);
 }
 
+/* Under mu: a storage node holds a newer epoch (design note 5). */
+static void vc_fence(hx_volume *v, int node, uint64_t newer_epoch)
+{
+    if (v->mode != HX_VOLUME_WRITER || v->fenced)
+        return;
+    v->fenced = true;
+    v->fenced_by = newer_epoch;
+    HX_ERROR("fenced: storage node %s holds volume epoch %llu, newer than "
+             "ours (%llu); another writer owns the volume. This writer "
+             "acknowledges nothing more.",
+             v->nodes[node].cfg->id, (unsigned long long)newer_epoch,
+             (unsigned long long)v->epoch);
+    pthread_cond_broadcast(&v->cv);
+    if (v->on_fenced != NULL)
+        v->on_fenced(v->on_fenced_arg, newer_epoch);
+}
+
 static void on_error(hx_volume *v, int node, const Hexad__Error *e)
 {
-    if (e->code == HX_ERR_STALE_EPOCH && v->mode == HX_VOLUME_WRITER &&
-        !v->fenced) {
-        v->fenced = true;
-        v->fenced_by = e->current_epoch;
-        HX_ERROR("fenced: storage node %s holds volume epoch %llu, newer than "
-                 "ours (%llu); another writer owns the volume. This writer "
-                 "acknowledges nothing more.",
-                 v->nodes[node].cfg->id, (unsigned long long)e->current_epoch,
-                 (unsigned long long)v->epoch);
-        pthread_cond_broadcast(&v->cv);
+    if (e->code == HX_ERR_STALE_EPOCH && v->mode == HX_VOLUME_WRITER) {
+        vc_fence(v, node, e->current_epoch);
         return;
     }
     HX_WARN("storage node %s refused a request: %s (%s)",
@@ -566,6 +598,8 @@ int hx_volume_open(const hx_volume_opts *o, hx_volume **out)
         return HX_ERR_NOMEM;
     v->cluster = *o->cluster;
     v->mode = o->mode;
+    v->on_fenced = o->on_fenced;
+    v->on_fenced_arg = o->on_fenced_arg;
     snprintf(v->az, sizeof v->az, "%s", o->az ? o->az : "");
     pthread_mutex_init(&v->mu, NULL);
     pthread_condattr_t ca;
@@ -658,6 +692,23 @@ uint64_t hx_volume_epoch(hx_volume *v)
     uint64_t e = v->epoch;
     pthread_mutex_unlock(&v->mu);
     return e;
+}
+
+bool hx_volume_fenced(hx_volume *v, uint64_t *newer_epoch)
+{
+    pthread_mutex_lock(&v->mu);
+    bool f = v->fenced;
+    if (newer_epoch != NULL)
+        *newer_epoch = v->fenced_by;
+    pthread_mutex_unlock(&v->mu);
+    return f;
+}
+
+void hx_volume_set_min_read_lsn(hx_volume *v, uint64_t lsn)
+{
+    pthread_mutex_lock(&v->mu);
+    v->min_read_pin = lsn;
+    pthread_mutex_unlock(&v->mu);
 }
 
 uint64_t hx_volume_vdl(hx_volume *v)
@@ -767,7 +818,8 @@ static int read_candidates(hx_volume *v, const vc_pg *p, uint64_t need,
     for (int pass = 0; pass < 2; pass++) {
         for (int k = 0; k < HX_PG_MEMBERS; k++) {
             int node = p->m[k].node;
-            if (node < 0 || !v->nodes[node].connected)
+            if (node < 0 || !v->nodes[node].connected ||
+                p->m[k].trunc_pending)
                 continue;
             if (v->lsn && hx_lsn_member_scl(v->lsn, p->pg, k) < need)
                 continue;
@@ -798,7 +850,7 @@ int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
     if (v->lsn && hx_lsn_pg_tail(v->lsn, pgno) < need)
         need = hx_lsn_pg_tail(v->lsn, pgno);
     int rc = HX_ERR_NO_QUORUM;
-    while (vc_now_ms() < deadline && !v->stopping) {
+    while (vc_now_ms() < deadline && !v->stopping && !v->fenced) {
         int order[HX_PG_MEMBERS];
         int n = read_candidates(v, p, need, order);
         for (int i = 0; i < n; i++) {
@@ -821,6 +873,12 @@ int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
                 if (reply->body_case == HEXAD__ENVELOPE__BODY_PAGE &&
                     reply->page->data.len == v->cluster.page_size) {
                     memcpy(buf, reply->page->data.data, v->cluster.page_size);
+                } else if (reply->body_case == HEXAD__ENVELOPE__BODY_ERROR &&
+                           reply->error->code == HX_ERR_STALE_EPOCH) {
+                    pthread_mutex_lock(&v->mu);
+                    vc_fence(v, node, reply->error->current_epoch);
+                    pthread_mutex_unlock(&v->mu);
+                    rc = HX_ERR_FENCED;
                 } else if (reply->body_case == HEXAD__ENVELOPE__BODY_ERROR) {
                     rc = reply->error->code < 0 ? reply->error->code
                                                 : HX_ERR_PROTOCOL;
@@ -832,14 +890,16 @@ int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
                 }
                 hexad__envelope__free_unpacked(reply, NULL);
             }
-            if (rc == HX_OK)
-                return HX_OK;
+            if (rc == HX_OK || rc == HX_ERR_FENCED)
+                return rc;
             pthread_mutex_lock(&v->mu);
         }
         /* Nobody could serve it now: wait for a connect or an ack. */
         vc_cv_wait_until(v, vc_now_ms() + 200 < deadline ? vc_now_ms() + 200
                                                       : deadline);
     }
+    if (v->fenced)
+        rc = HX_ERR_FENCED;
     pthread_mutex_unlock(&v->mu);
     return rc == HX_OK ? HX_ERR_TIMEOUT : rc;
 }

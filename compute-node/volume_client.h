@@ -38,6 +38,14 @@ typedef struct {
     /* Called during open with a progress line (may be NULL). */
     void (*progress)(void *arg, const char *line);
     void *progress_arg;
+    /* Writer: called once, when a storage node answers with a newer
+     * volume epoch (another writer recovered the volume), from one of the
+     * client's threads with its lock held: it may only hand the news on
+     * (e.g. event_active), never call back into the volume. Every write,
+     * read and durability wait fails with HX_ERR_FENCED from then on.
+     * May be NULL. */
+    void (*on_fenced)(void *arg, uint64_t newer_epoch);
+    void *on_fenced_arg;
 } hx_volume_opts;
 
 int hx_volume_open(const hx_volume_opts *o, hx_volume **out);
@@ -45,6 +53,9 @@ void hx_volume_close(hx_volume *v); /* NULL is a no-op */
 
 uint32_t hx_volume_page_size(const hx_volume *v);
 uint64_t hx_volume_epoch(hx_volume *v);
+/* True once a newer writer fenced this one (*newer_epoch: the epoch a
+ * storage node reported; may be NULL). */
+bool hx_volume_fenced(hx_volume *v, uint64_t *newer_epoch);
 
 /* Allocates contiguous LSNs for the MTR (the last record is its CPL),
  * queues the records to the six segments of their PGs and returns the
@@ -59,8 +70,18 @@ int hx_volume_wait_durable(hx_volume *v, uint64_t lsn, int timeout_ms);
 
 uint64_t hx_volume_vdl(hx_volume *v);
 
+/* The read point of the oldest read still open on this compute node (0:
+ * none). Appends tell storage min(it, VDL) as AppendRecords.min_read_lsn,
+ * and storage garbage-collects nothing a read at or above it needs (after
+ * the retention window). Without a pin the VDL is sent: a read that stays
+ * open longer than the retention window may then be refused by storage
+ * (below its GC horizon), never answered with wrong data. */
+void hx_volume_set_min_read_lsn(hx_volume *v, uint64_t lsn);
+
 /* Reads page_no as of read_lsn (<= VDL) from one segment whose SCL covers
- * it. A page never written reads as zeros. */
+ * it and that applied every truncation of the recoveries (a member that
+ * missed them is skipped). A page never written reads as zeros.
+ * HX_ERR_FENCED once a newer writer exists. */
 int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
                         uint8_t *buf);
 
@@ -74,6 +95,11 @@ typedef struct {
     char az[HX_ID_MAX];
     bool reachable;
     uint64_t scl;
+    /* The truncation ranges the segment recorded: how many, and the
+     * highest LSN they reach (equal on every member once gossip spread
+     * the recoveries' truncations). */
+    size_t n_truncations;
+    uint64_t truncated_to;
 } hx_member_status;
 
 typedef struct {
@@ -89,12 +115,19 @@ typedef struct {
     bool recoverable;     /* every PG has a read quorum */
     uint64_t vcl, vdl;
     size_t n_nodes;
-    struct {
+    struct hx_node_status {
         char id[HX_ID_MAX];
         char az[HX_ID_MAX];
         char addr[128];
         bool reachable;
+        uint64_t volume_epoch;  /* the node's epoch of the volume */
+        /* Counters since the node started (NodeStatus, proto/README.md). */
         uint64_t records_received, bytes_received, batches_synced;
+        uint64_t gossip_pulls, gossip_records, gossip_truncations;
+        uint64_t gossip_epochs, gossip_segments;
+        uint64_t coalesce_passes, page_versions_written;
+        uint64_t gc_passes, gc_records_removed, gc_page_versions_removed;
+        uint64_t gc_bytes_removed, scrub_passes, checksum_failures, repairs;
     } nodes[HX_MAX_STORAGE_NODES];
     size_t n_pgs;
     hx_pg_status *pgs;    /* n_pgs entries; free with hx_volume_status_free */

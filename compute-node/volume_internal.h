@@ -35,7 +35,9 @@ typedef struct {
     int node;              /* index into vc->nodes */
     uint64_t sent_lsn;     /* (loop) highest LSN sent on this connection */
     int inflight;          /* (loop) appends awaiting an ack */
-    bool trunc_pending;    /* the recovery truncation is not acked yet */
+    /* The recovery truncation is not acked yet: no append and no read
+     * goes to this member (volume_client.c design note 6). */
+    bool trunc_pending;
 } vc_member;
 
 typedef struct {
@@ -91,8 +93,15 @@ struct hx_volume {
     uint64_t epoch;
     bool fenced;
     uint64_t fenced_by;
+    void (*on_fenced)(void *arg, uint64_t newer_epoch);
+    void *on_fenced_arg;
     hx_lsn_tracker *lsn;   /* writer only, after recovery */
+    uint64_t min_read_pin; /* oldest open read's point; 0: none */
     uint64_t trunc_from, trunc_to; /* the recovery truncation range */
+    /* Recovery: nodes that did not accept the new epoch. Their survey
+     * answers are ignored (vc_ask_all): an unsealed node may still take
+     * the old writer's appends after it answered. */
+    bool unsealed[HX_MAX_STORAGE_NODES];
     vc_pg **pgs;           /* indexed by PG number; NULL = not created */
     size_t n_pgs;
 
@@ -146,7 +155,8 @@ typedef struct {
     int node[HX_PG_MEMBERS]; /* index into nodes, -1 if not in the file */
 } pg_view;
 
-/* Asks every node (replacing ans[]); unanswered nodes stay !answered. */
+/* Asks every node (replacing ans[]) but those marked unsealed;
+ * unanswered nodes stay !answered. */
 void vc_ask_all(hx_volume *v, const Hexad__SegmentInfoRequest *req,
                 node_answer *ans);
 void vc_free_answers(node_answer *ans, size_t n);

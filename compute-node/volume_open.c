@@ -4,11 +4,17 @@
  *      every PG has a read quorum (3 of 6) or the open timeout passes;
  *   2. seal epoch = max seen + 1 on the nodes that answered (a read quorum
  *      of every PG must accept it): from now on the old writer is refused;
- *   3. round 2: every record held above base, per segment;
+ *   3. round 2: every record held above base, per segment, asked of the
+ *      sealed nodes only: an unsealed node may take one more of the old
+ *      writer's appends after it answered, and that append could complete
+ *      a write quorum the survey then missed (no unsealed read quorum can
+ *      exist, so 4 acks always include a sealed node that had the record
+ *      before its seal and reports it);
  *   4. hx_recovery_plan(): VCL, VDL, truncation range, next LSN, PG tails;
  *   5. truncate (vdl, next_lsn) on every segment, before any append: the
  *      writer waits for a write quorum of every PG to apply it, and a
- *      member that was away gets it first thing when it reconnects.
+ *      member that was away gets it first thing when it reconnects, before
+ *      any append or read (volume_client.c design note 6).
  * No redo is replayed on the compute node.
  */
 #include <stdlib.h>
@@ -35,7 +41,8 @@ void vc_ask_all(hx_volume *v, const Hexad__SegmentInfoRequest *req,
             hexad__envelope__free_unpacked(ans[i].reply, NULL);
         ans[i].reply = NULL;
         ans[i].answered = false;
-        calls[i] = vc_call_start(v, (int)i, &env);
+        if (!v->unsealed[i])
+            calls[i] = vc_call_start(v, (int)i, &env);
     }
     int64_t deadline = vc_now_ms() + OPEN_ROUND_MS;
     for (size_t i = 0; i < v->n_nodes; i++) {
@@ -217,6 +224,8 @@ static int seal(hx_volume *v, uint64_t epoch, const node_answer *ans,
         }
         hexad__envelope__free_unpacked(r, NULL);
     }
+    for (size_t i = 0; i < v->n_nodes; i++)
+        v->unsealed[i] = !sealed[i];
     if (total < HX_READ_QUORUM)
         return HX_ERR_NO_QUORUM;
     for (size_t p = 0; p < n; p++) {
@@ -409,6 +418,7 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
     }
 
     pthread_mutex_lock(&v->mu);
+    memset(v->unsealed, 0, sizeof v->unsealed);
     v->epoch = epoch;
     v->trunc_from = res.trunc_from;
     v->trunc_to = res.trunc_to;
@@ -443,6 +453,9 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
                     (long long)(vc_now_ms() - start),
                     (unsigned long long)res.next_lsn);
 out:
+    pthread_mutex_lock(&v->mu);
+    memset(v->unsealed, 0, sizeof v->unsealed);
+    pthread_mutex_unlock(&v->mu);
     vc_free_answers(ans, v->n_nodes);
     free(pgs);
     free(rep);

@@ -28,12 +28,42 @@ static void ask_node_status(hx_volume *v, int timeout_ms,
         if (calls[i] == NULL || vc_call_finish(v, calls[i], deadline, &r) != HX_OK)
             continue;
         if (r->body_case == HEXAD__ENVELOPE__BODY_STATUS) {
+            const Hexad__NodeStatus *ns = r->status;
             st->nodes[i].reachable = true;
-            st->nodes[i].records_received = r->status->records_received;
-            st->nodes[i].bytes_received = r->status->bytes_received;
-            st->nodes[i].batches_synced = r->status->batches_synced;
+            st->nodes[i].records_received = ns->records_received;
+            st->nodes[i].bytes_received = ns->bytes_received;
+            st->nodes[i].batches_synced = ns->batches_synced;
+            st->nodes[i].gossip_pulls = ns->gossip_pulls;
+            st->nodes[i].gossip_records = ns->gossip_records;
+            st->nodes[i].gossip_truncations = ns->gossip_truncations;
+            st->nodes[i].gossip_epochs = ns->gossip_epochs;
+            st->nodes[i].gossip_segments = ns->gossip_segments;
+            st->nodes[i].coalesce_passes = ns->coalesce_passes;
+            st->nodes[i].page_versions_written = ns->page_versions_written;
+            st->nodes[i].gc_passes = ns->gc_passes;
+            st->nodes[i].gc_records_removed = ns->gc_records_removed;
+            st->nodes[i].gc_page_versions_removed = ns->gc_page_versions_removed;
+            st->nodes[i].gc_bytes_removed = ns->gc_bytes_removed;
+            st->nodes[i].scrub_passes = ns->scrub_passes;
+            st->nodes[i].checksum_failures = ns->checksum_failures;
+            st->nodes[i].repairs = ns->repairs;
         }
         hexad__envelope__free_unpacked(r, NULL);
+    }
+}
+
+/* The truncation ranges a node reported for pg, summed up in ms. */
+static void member_truncations(const Hexad__SegmentInfoResponse *r,
+                               uint32_t pg, hx_member_status *ms)
+{
+    for (size_t k = 0; k < r->n_segments; k++) {
+        const Hexad__SegmentInfo *si = r->segments[k];
+        if (si->pg != pg)
+            continue;
+        ms->n_truncations = si->n_truncations;
+        for (size_t t = 0; t < si->n_truncations; t++)
+            if (si->truncations[t]->to_lsn > ms->truncated_to)
+                ms->truncated_to = si->truncations[t]->to_lsn;
     }
 }
 
@@ -65,9 +95,13 @@ int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st)
     }
     if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK)
         goto out;
-    for (size_t i = 0; i < v->n_nodes; i++)
-        if (ans[i].answered && ans[i].reply->segment_info->volume_epoch > st->epoch)
-            st->epoch = ans[i].reply->segment_info->volume_epoch;
+    for (size_t i = 0; i < v->n_nodes; i++) {
+        if (!ans[i].answered)
+            continue;
+        st->nodes[i].volume_epoch = ans[i].reply->segment_info->volume_epoch;
+        if (st->nodes[i].volume_epoch > st->epoch)
+            st->epoch = st->nodes[i].volume_epoch;
+    }
     /* Rows in PG order. */
     for (size_t a = 0; a < n; a++)
         for (size_t b = a + 1; b < n; b++)
@@ -93,6 +127,8 @@ int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st)
                 snprintf(ms->az, sizeof ms->az, "%s", v->nodes[node].cfg->az);
             ms->reachable = rep[p].seg[m].reachable;
             ms->scl = rep[p].seg[m].scl;
+            if (node >= 0 && ans[node].answered)
+                member_truncations(ans[node].reply->segment_info, ps->pg, ms);
             scl[m] = ms->reachable ? ms->scl : 0;
             up += ms->reachable;
         }

@@ -12,7 +12,7 @@ PACKAGES=(
     libevent-dev libprotobuf-c-dev protobuf-c-compiler
     librocksdb-dev libsodium-dev libcmocka-dev
     libsqlite3-dev sqlite3 libpq-dev postgresql-client
-    jq python3 procps iproute2
+    jq python3 procps iproute2 curl
     postgresql   # only for pgbench: Debian 12 ships it with the server
 )
 

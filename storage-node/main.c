@@ -1,6 +1,7 @@
 /* hexad-storage: the storage daemon (DESIGN.md "Storage node").
  *
  *   hexad-storage --cluster FILE --id ID
+ *   hexad-storage --cluster FILE --id ID --corrupt-records N   (faults)
  *
  * Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot
  * start (bad cluster file, unknown id, data directory, port in use),
@@ -19,7 +20,12 @@
 #include "config.h"
 #include "hx_err.h"
 #include "log.h"
+#include "metrics_http.h"
+#include "segment_store.h"
 #include "storage_server.h"
+
+/* --corrupt-records spreads its damage: one record in this many. */
+#define CORRUPT_EVERY 97u
 
 static void usage(FILE *f)
 {
@@ -28,15 +34,23 @@ static void usage(FILE *f)
             "\n"
             "Runs storage node ID of the cluster described by FILE: listens on\n"
             "its addr and keeps its segments in its data directory (created\n"
-            "if missing). Stops cleanly on SIGTERM or SIGINT.\n"
+            "if missing); serves GET /metrics (Prometheus text format) on its\n"
+            "metrics address when the line has one. Stops cleanly on SIGTERM\n"
+            "or SIGINT.\n"
             "\n"
             "  --cluster FILE   the cluster file (see README.md, \"The cluster "
             "file\")\n"
             "  --id ID          this node's id, one of the file's storage "
             "lines\n"
+            "  --corrupt-records N\n"
+            "                   fault injection, with the node stopped: flip a\n"
+            "                   byte in N stored records (one in every %u),\n"
+            "                   print \"volume pg lsn\" of each and exit; the\n"
+            "                   restarted node detects and repairs them\n"
             "  --help           show this help\n"
             "\n"
-            "Environment: HEXAD_LOG=debug|info|warn|error (default info).\n");
+            "Environment: HEXAD_LOG=debug|info|warn|error (default info).\n",
+            CORRUPT_EVERY);
 }
 
 /* mkdir -p: creates path and its missing parents. */
@@ -69,6 +83,11 @@ static int mkdir_p(const char *path, char *err, size_t err_len)
     return HX_OK;
 }
 
+static int collect_status(void *srv, Hexad__NodeStatus **st)
+{
+    return storage_server_status(srv, st);
+}
+
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
@@ -76,12 +95,40 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
+/* --corrupt-records: the store is opened alone (the node must be stopped:
+ * RocksDB's lock refuses a second opener). */
+static int corrupt_records(const hx_storage_cfg *self, const char *arg)
+{
+    char *end = NULL;
+    unsigned long n = strtoul(arg, &end, 10);
+    if (end == arg || *end != '\0' || n == 0) {
+        fprintf(stderr, "hexad-storage: --corrupt-records takes a count > 0\n");
+        return 2;
+    }
+    segment_store *s = NULL;
+    segment_store_why why = {0};
+    int rc = segment_store_open(self->data_dir, self->id, &s, &why);
+    size_t done = 0;
+    if (rc == HX_OK)
+        rc = segment_store_corrupt_records(s, CORRUPT_EVERY, n, stdout, &done,
+                                           &why);
+    segment_store_close(s);
+    if (rc != HX_OK) {
+        HX_ERROR("cannot corrupt records in %s: %s (stop the node first)",
+                 self->data_dir, why.msg[0] ? why.msg : hx_strerror(rc));
+        return 1;
+    }
+    HX_INFO("%zu record(s) corrupted in %s", done, self->data_dir);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    const char *cluster_path = NULL, *id = NULL;
+    const char *cluster_path = NULL, *id = NULL, *corrupt = NULL;
     static const struct option longopts[] = {
         {"cluster", required_argument, NULL, 'c'},
         {"id", required_argument, NULL, 'i'},
+        {"corrupt-records", required_argument, NULL, 'C'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -90,6 +137,7 @@ int main(int argc, char **argv)
         switch (opt) {
         case 'c': cluster_path = optarg; break;
         case 'i': id = optarg; break;
+        case 'C': corrupt = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -130,6 +178,8 @@ int main(int argc, char **argv)
                  cluster_path, id, cfg.n_storage ? ids : "none");
         return 1;
     }
+    if (corrupt != NULL)
+        return corrupt_records(self, corrupt);
     if (self->data_dir[0] == '\0') {
         HX_ERROR("%s: storage node %s has no data= directory", cluster_path,
                  id);
@@ -154,11 +204,26 @@ int main(int argc, char **argv)
         event_base_free(base);
         return 1;
     }
+    metrics_http *metrics = NULL;
+    metrics_http_source msrc = {
+        .collect = collect_status,
+        .release = storage_server_status_free,
+        .arg = srv,
+    };
+    if (self->metrics_addr[0] &&
+        metrics_http_start(base, self->metrics_addr, &msrc, &metrics, err,
+                           sizeof err) != HX_OK) {
+        HX_ERROR("%s", err);
+        storage_server_destroy(srv);
+        event_base_free(base);
+        return 1;
+    }
     struct event *sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     struct event *sigint = evsignal_new(base, SIGINT, on_signal, base);
     if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) ||
         evsignal_add(sigint, NULL)) {
         HX_ERROR("cannot install signal handlers");
+        metrics_http_stop(metrics);
         storage_server_destroy(srv);
         event_base_free(base);
         return 1;
@@ -167,6 +232,7 @@ int main(int argc, char **argv)
             self->addr, self->az, self->data_dir);
 
     int rc = event_base_dispatch(base);
+    metrics_http_stop(metrics);
     storage_server_destroy(srv);
     event_free(sigterm);
     event_free(sigint);

@@ -70,174 +70,9 @@
 #include "quorum.h"
 #include "record.h"
 
-/* ------------------------------------------------------------------------
- * Keys.
- * ---------------------------------------------------------------------- */
+#include "segment_store_internal.h"
 
-#define KEY_VOLUME 'v'
-#define KEY_SEGMENT 's'
-#define KEY_RECORD 'r'
-#define KEY_PAGE 'p'
-#define KEY_CPL 'c'
-
-#define KEY_VOLUME_LEN 5u      /* 'v' vol */
-#define KEY_SEGMENT_LEN 9u     /* 's' vol pg */
-#define KEY_LSN_LEN 17u        /* 'r'|'c' vol pg lsn */
-#define KEY_PAGE_PREFIX_LEN 17u /* 'p' vol pg page_no */
-#define KEY_PAGE_LEN 25u       /* 'p' vol pg page_no lsn */
-#define KEY_MAX_LEN 25u
-
-#define PAGE_SIZE_MIN 512u
-#define PAGE_SIZE_MAX 65536u
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    for (int i = 0; i < 4; i++)
-        p[i] = (uint8_t)(v >> (24 - 8 * i));
-}
-
-static void put_be64(uint8_t *p, uint64_t v)
-{
-    for (int i = 0; i < 8; i++)
-        p[i] = (uint8_t)(v >> (56 - 8 * i));
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
-static uint64_t get_be64(const uint8_t *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
-static size_t key_volume(uint8_t *k, uint32_t vol)
-{
-    k[0] = KEY_VOLUME;
-    put_be32(k + 1, vol);
-    return KEY_VOLUME_LEN;
-}
-
-static size_t key_segment(uint8_t *k, uint32_t vol, uint32_t pg)
-{
-    k[0] = KEY_SEGMENT;
-    put_be32(k + 1, vol);
-    put_be32(k + 5, pg);
-    return KEY_SEGMENT_LEN;
-}
-
-/* 'r' or 'c' key; with lsn omitted (prefix use) the first 9 bytes. */
-static size_t key_lsn(uint8_t *k, char tag, uint32_t vol, uint32_t pg,
-                      uint64_t lsn)
-{
-    k[0] = (uint8_t)tag;
-    put_be32(k + 1, vol);
-    put_be32(k + 5, pg);
-    put_be64(k + 9, lsn);
-    return KEY_LSN_LEN;
-}
-
-static size_t key_page(uint8_t *k, uint32_t vol, uint32_t pg,
-                       uint64_t page_no, uint64_t lsn)
-{
-    k[0] = KEY_PAGE;
-    put_be32(k + 1, vol);
-    put_be32(k + 5, pg);
-    put_be64(k + 9, page_no);
-    put_be64(k + 17, lsn);
-    return KEY_PAGE_LEN;
-}
-
-/* ------------------------------------------------------------------------
- * In-memory state.
- * ---------------------------------------------------------------------- */
-
-typedef struct {
-    uint64_t from, to, epoch;
-} trunc_range;
-
-typedef struct {
-    uint32_t vol;
-    uint64_t epoch;
-    uint32_t page_size; /* 0: geometry not known yet */
-    uint64_t pg_pages;
-    bool in_batch;      /* touched by the batch being built */
-} volume;
-
-typedef struct {
-    uint32_t vol, pg;
-    uint64_t membership_epoch;
-    size_t n_members;   /* 0: created by a truncate, first append fills */
-    char members[HX_PG_MEMBERS][HX_ID_MAX];
-    uint32_t page_size; /* 0: geometry not known yet */
-    uint64_t pg_pages;
-    size_t n_trunc;     /* sorted by from, disjoint */
-    trunc_range trunc[SEGMENT_STORE_TRUNCATIONS_MAX];
-    hx_chain *chain;
-    uint64_t records;   /* records stored */
-    bool in_batch;
-} segment;
-
-typedef struct {
-    uint64_t lsn, prev_lsn, page_no, epoch;
-    uint64_t patch_end; /* highest offset + len of its patches */
-    uint32_t flags;
-    size_t off, len;    /* its packed bytes in staged_append.bytes */
-} staged_rec;
-
-typedef struct {
-    void *cookie;
-    uint32_t vol, pg;
-    uint64_t volume_epoch, membership_epoch;
-    size_t n_members;
-    char members[HX_PG_MEMBERS][HX_ID_MAX];
-    char members_err[128]; /* "" when the list is usable */
-    uint32_t page_size;    /* request geometry, 0 when absent */
-    uint64_t pg_pages;
-    int stage_rc;          /* stateless refusal found when staged */
-    char stage_msg[192];
-    size_t n_recs;
-    staged_rec *recs;
-    uint8_t *bytes;
-    size_t n_bytes;
-    segment_store_append_result res;
-} staged_append;
-
-struct segment_store {
-    rocksdb_t *db;
-    rocksdb_options_t *opts;
-    rocksdb_writeoptions_t *wsync;
-    rocksdb_readoptions_t *ropts;
-    char node_id[HX_ID_MAX];
-    char path[600];
-
-    volume **vols;   /* sorted by vol */
-    size_t n_vols, cap_vols;
-    segment **segs;  /* sorted by (vol, pg) */
-    size_t n_segs, cap_segs;
-
-    staged_append *staged;
-    size_t n_staged, cap_staged;
-    size_t staged_bytes;
-
-    uint64_t records_received;
-    uint64_t bytes_received;
-    uint64_t batches_synced;
-    uint64_t checksum_errors;
-
-    unsigned inject_count;
-    char inject_msg[200];
-};
-
-static void why_set(segment_store_why *why, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void why_set(segment_store_why *why, const char *fmt, ...)
+void why_set(segment_store_why *why, const char *fmt, ...)
 {
     if (why == NULL)
         return;
@@ -248,7 +83,7 @@ static void why_set(segment_store_why *why, const char *fmt, ...)
 }
 
 /* RocksDB's reason -> hx code. The message is logged by the caller. */
-static int rocks_err(const char *msg)
+int rocks_err(const char *msg)
 {
     return strstr(msg, "No space") ? HX_ERR_NO_SPACE : HX_ERR_IO;
 }
@@ -268,7 +103,7 @@ static size_t vol_lower(const segment_store *s, uint32_t vol)
     return lo;
 }
 
-static volume *vol_find(const segment_store *s, uint32_t vol)
+volume *vol_find(const segment_store *s, uint32_t vol)
 {
     size_t i = vol_lower(s, vol);
     return i < s->n_vols && s->vols[i]->vol == vol ? s->vols[i] : NULL;
@@ -327,7 +162,7 @@ static size_t seg_lower(const segment_store *s, uint32_t vol, uint32_t pg)
     return lo;
 }
 
-static segment *seg_find(const segment_store *s, uint32_t vol, uint32_t pg)
+segment *seg_find(const segment_store *s, uint32_t vol, uint32_t pg)
 {
     size_t i = seg_lower(s, vol, pg);
     return i < s->n_segs && seg_cmp(s->segs[i], vol, pg) == 0 ? s->segs[i]
@@ -373,8 +208,8 @@ static void seg_unlink(segment_store *s, uint32_t vol, uint32_t pg)
 }
 
 /* Geometry of a segment, falling back to its volume's. */
-static bool seg_geometry(const segment_store *s, const segment *g,
-                         uint32_t *page_size, uint64_t *pg_pages)
+bool seg_geometry(const segment_store *s, const segment *g,
+                  uint32_t *page_size, uint64_t *pg_pages)
 {
     if (g->page_size != 0) {
         *page_size = g->page_size;
@@ -491,8 +326,8 @@ static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
  * Loading (open, and reload after a failed write).
  * ---------------------------------------------------------------------- */
 
-static bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix,
-                        size_t plen, const uint8_t **key, size_t *klen)
+bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix,
+                 size_t plen, const uint8_t **key, size_t *klen)
 {
     if (!rocksdb_iter_valid(it))
         return false;
@@ -505,8 +340,8 @@ static bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix,
     return true;
 }
 
-static int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
-                       const char *what)
+int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
+                const char *what)
 {
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
@@ -607,7 +442,7 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
         const char *v = rocksdb_iter_value(it, &vl);
         Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
         if (r == NULL || hx_record_verify(r) != HX_OK || r->lsn != lsn) {
-            s->checksum_errors++;
+            repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, lsn);
             HX_ERROR("segment %u/%u: stored record %" PRIu64
                      " is corrupt; left out of the chain", vol, pg, lsn);
             if (r)
@@ -627,6 +462,8 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
         }
     }
     rc = iter_status(it, why, "records");
+    if (rc == HX_OK)
+        rc = bg_meta_load(s, g, why);
     if (rc != HX_OK)
         goto fail;
     rocksdb_iter_destroy(it);
@@ -645,8 +482,8 @@ fail:
 }
 
 /* Reads key into a malloc'd buffer (rocksdb_free it). *val NULL: absent. */
-static int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
-                  size_t *vl, segment_store_why *why)
+int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
+           size_t *vl, segment_store_why *why)
 {
     char *err = NULL;
     *val = rocksdb_get(s->db, s->ropts, (const char *)k, kl, vl, &err);
@@ -783,6 +620,11 @@ int segment_store_open(const char *data_dir, const char *node_id,
     rocksdb_options_set_keep_log_file_num(s->opts, 4);
     /* Records are small and often compressible; lz4 is cheap. */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+    /* Garbage collection deletes in bulk: files dense with deletions are
+     * compacted early, so that disk use follows (segment_gc.c). */
+    rocksdb_options_add_compact_on_deletion_collector_factory(s->opts, 4096,
+                                                              2048);
+    s->retention_ms = SEGMENT_STORE_RETENTION_MS_DEFAULT;
     s->wsync = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->wsync, 1);
     s->ropts = rocksdb_readoptions_create();
@@ -833,6 +675,7 @@ void segment_store_close(segment_store *s)
     for (size_t i = 0; i < s->n_staged; i++)
         staged_free(&s->staged[i]);
     free(s->staged);
+    free(s->repairs);
     for (size_t i = 0; i < s->n_segs; i++)
         seg_destroy(s->segs[i]);
     free(s->segs);
@@ -851,8 +694,8 @@ void segment_store_close(segment_store *s)
 }
 
 /* One synced write (or an injected failure). */
-static int store_write(segment_store *s, rocksdb_writebatch_t *wb,
-                       const char *what, segment_store_why *why)
+int store_write(segment_store *s, rocksdb_writebatch_t *wb,
+                const char *what, segment_store_why *why)
 {
     char *err = NULL;
     const char *msg = NULL;
@@ -957,6 +800,7 @@ int segment_store_stage_append(segment_store *s,
     a->pg = req->pg;
     a->volume_epoch = req->volume_epoch;
     a->membership_epoch = req->membership_epoch;
+    a->min_read_lsn = req->min_read_lsn;
     if (req->geometry != NULL) {
         a->page_size = req->geometry->page_size;
         a->pg_pages = req->geometry->pg_pages;
@@ -986,8 +830,8 @@ int segment_store_stage_append(segment_store *s,
     size_t total = 0;
     for (size_t i = 0; i < req->n_records; i++)
         total += hexad__record__get_packed_size(req->records[i]);
-    s->records_received += req->n_records;
-    s->bytes_received += total;
+    s->counters.records_received += req->n_records;
+    s->counters.bytes_received += total;
 
     if (a->stage_rc == HX_OK && req->n_records > 0) {
         a->recs = calloc(req->n_records, sizeof *a->recs);
@@ -1208,6 +1052,10 @@ static void apply_append(segment_store *s, rocksdb_writebatch_t *wb,
         g->pg_pages = pg_pages;
         touch_seg(t, g);
     }
+    /* Only ever raised: a late append with an older value must not let GC
+     * keep less (in memory only: after a restart GC waits for the writer). */
+    if (a->min_read_lsn > g->min_read_lsn)
+        g->min_read_lsn = a->min_read_lsn;
 
     for (size_t i = 0; i < a->n_recs; i++) {
         const staged_rec *r = &a->recs[i];
@@ -1286,7 +1134,7 @@ int segment_store_flush(segment_store *s, segment_store_append_done done,
         snprintf(what, sizeof what, "%zu append(s)", s->n_staged);
         wrc = store_write(s, wb, what, &wwhy);
         if (wrc == HX_OK)
-            s->batches_synced++;
+            s->counters.batches_synced++;
     }
     rocksdb_writebatch_destroy(wb);
 
@@ -1414,9 +1262,9 @@ static int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
 
 /* Reads, unpacks and verifies record lsn (invariant 6). *r is freed with
  * hexad__record__free_unpacked. */
-static int read_record(segment_store *s, uint32_t vol, uint32_t pg,
-                       uint64_t lsn, Hexad__Record **out,
-                       segment_store_why *why)
+int read_record(segment_store *s, uint32_t vol, uint32_t pg,
+                uint64_t lsn, Hexad__Record **out,
+                segment_store_why *why)
 {
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, lsn);
@@ -1435,10 +1283,11 @@ static int read_record(segment_store *s, uint32_t vol, uint32_t pg,
     Hexad__Record *r = hexad__record__unpack(NULL, vl, (uint8_t *)val);
     rocksdb_free(val);
     if (r == NULL || r->lsn != lsn || hx_record_verify(r) != HX_OK) {
-        s->checksum_errors++;
+        repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, lsn);
         HX_ERROR("segment %u/%u: stored record %" PRIu64 " fails its "
-                 "checksum (%" PRIu64 " bad records seen)", vol, pg, lsn,
-                 s->checksum_errors);
+                 "checksum (%" PRIu64 " bad records or versions seen); "
+                 "refetching it from a peer", vol, pg, lsn,
+                 s->counters.checksum_failures);
         why_set(why, "segment %u/%u: stored record %" PRIu64 " fails its "
                 "checksum", vol, pg, lsn);
         if (r)
@@ -1473,32 +1322,58 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                 read_lsn);
         return HX_ERR_NOT_COMPLETE;
     }
+    if (read_lsn < g->gc_lsn) {
+        why_set(why, "segment %u/%u: read point %" PRIu64 " is below its "
+                "garbage-collected horizon %" PRIu64 " (older than the "
+                "retention window and every reader's read point)", vol, pg,
+                read_lsn, g->gc_lsn);
+        return HX_ERR_NOT_FOUND;
+    }
     uint8_t *buf = calloc(1, page_size);
     if (buf == NULL)
         return HX_ERR_NOMEM;
 
-    /* Pass 1, index only: the newest IMAGE at or below read_lsn (or the
-     * page's first record) is where applying starts. */
-    int rc = HX_OK;
+    /* The newest page version at or below read_lsn is the base: only the
+     * page's records above it are applied, so the cost is bounded by what
+     * came since the last coalescing, not by the page's history. */
+    uint64_t base = 0;
+    int rc = version_newest_le(s, g, page_no, read_lsn, buf, page_size,
+                               &base, why);
+    if (rc != HX_OK) {
+        free(buf);
+        return rc;
+    }
+
+    /* Pass 1, index only: the newest IMAGE above the base and at or below
+     * read_lsn (or the page's first record above the base) is where
+     * applying starts. */
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page(k, vol, pg, page_no, read_lsn);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     const uint8_t *ik;
     size_t ikl;
     uint64_t start = 0;
+    bool from_image = false;
     rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
     for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
          rocksdb_iter_prev(it)) {
         if (ikl != KEY_PAGE_LEN)
             continue;
+        uint64_t lsn = get_be64(ik + 17);
+        if (lsn <= base)
+            break;
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         uint32_t flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
-        start = get_be64(ik + 17);
-        if (flags & HX_RECORD_IMAGE)
+        start = lsn;
+        if (flags & HX_RECORD_IMAGE) {
+            from_image = true;
             break;
+        }
     }
     rc = iter_status(it, why, "the page index");
+    if (from_image) /* as if applied to a never-written page */
+        memset(buf, 0, page_size);
 
     /* Pass 2: apply forward, each record verified. */
     uint64_t applied = 0;
@@ -1542,7 +1417,7 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
     }
     *page = buf;
     *page_len = page_size;
-    *page_lsn = applied;
+    *page_lsn = applied != 0 ? applied : base;
     return HX_OK;
 }
 
@@ -1743,9 +1618,9 @@ int segment_store_status(segment_store *s, Hexad__NodeStatus **out)
     if (st == NULL)
         return HX_ERR_NOMEM;
     hexad__node_status__init(st);
-    st->records_received = s->records_received;
-    st->bytes_received = s->bytes_received;
-    st->batches_synced = s->batches_synced;
+    st->records_received = s->counters.records_received;
+    st->bytes_received = s->counters.bytes_received;
+    st->batches_synced = s->counters.batches_synced;
     if (s->n_segs > 0) {
         st->segments = calloc(s->n_segs, sizeof *st->segments);
         if (st->segments == NULL)
@@ -1881,9 +1756,13 @@ static void trunc_add(segment *g, uint64_t from, uint64_t to, uint64_t epoch)
     g->n_trunc = n;
 }
 
-int segment_store_truncate(segment_store *s, uint32_t vol, uint32_t pg,
-                           uint64_t epoch, uint64_t from, uint64_t to,
-                           uint64_t *scl_out, segment_store_why *why)
+/* fence: refuse a range of an epoch below the volume's (a Truncate from
+ * a writer); a range adopted from a peer (gossip) is not fenced: it was
+ * recorded at its own, possibly older, epoch by a writer that held it. */
+static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
+                          uint64_t epoch, uint64_t from, uint64_t to,
+                          bool fence, uint64_t *scl_out,
+                          segment_store_why *why)
 {
     if (s->n_staged > 0) {
         why_set(why, "appends are staged; flush first");
@@ -1895,7 +1774,7 @@ int segment_store_truncate(segment_store *s, uint32_t vol, uint32_t pg,
         return HX_ERR_INVALID;
     }
     volume *v = vol_find(s, vol);
-    if (v != NULL && epoch < v->epoch) {
+    if (fence && v != NULL && epoch < v->epoch) {
         if (why)
             why->current_epoch = v->epoch;
         why_set(why, "volume %u: truncate carries epoch %" PRIu64
@@ -2014,6 +1893,10 @@ int segment_store_truncate(segment_store *s, uint32_t vol, uint32_t pg,
         if (rc != HX_OK)
             goto done;
     }
+    /* Page versions at or above from may hold truncated records. */
+    rc = coalesce_truncate(s, wb, g, from, why);
+    if (rc != HX_OK)
+        goto done;
     g->records = g->records >= deleted ? g->records - deleted : 0;
     trunc_add(g, from, to, epoch);
     rc = put_segment_meta(wb, g);
@@ -2042,6 +1925,21 @@ done:
     return rc;
 }
 
+int segment_store_truncate(segment_store *s, uint32_t vol, uint32_t pg,
+                           uint64_t epoch, uint64_t from, uint64_t to,
+                           uint64_t *scl_out, segment_store_why *why)
+{
+    return truncate_range(s, vol, pg, epoch, from, to, true, scl_out, why);
+}
+
+int segment_store_adopt_truncation(segment_store *s, uint32_t vol,
+                                   uint32_t pg, uint64_t epoch, uint64_t from,
+                                   uint64_t to, uint64_t *scl_out,
+                                   segment_store_why *why)
+{
+    return truncate_range(s, vol, pg, epoch, from, to, false, scl_out, why);
+}
+
 /* ------------------------------------------------------------------------
  * Gossip: serving pulls and staging what a pull brought.
  * ---------------------------------------------------------------------- */
@@ -2055,6 +1953,7 @@ void segment_store_pulled_free(Hexad__PulledRecords *p)
     for (size_t i = 0; i < p->n_records; i++)
         hexad__record__free_unpacked(p->records[i], NULL);
     free(p->records);
+    free(p->truncations); /* one block (segment_store_pulled_add_sync) */
     free(p);
 }
 
@@ -2103,7 +2002,7 @@ int segment_store_read_chain(segment_store *s, uint32_t vol, uint32_t pg,
             break;
         Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
         if (r == NULL || r->lsn != lsn || hx_record_verify(r) != HX_OK) {
-            s->checksum_errors++;
+            repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, lsn);
             HX_ERROR("segment %u/%u: stored record %" PRIu64 " fails its "
                      "checksum; pull reply ends before it", vol, pg, lsn);
             if (r)

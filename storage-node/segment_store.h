@@ -18,10 +18,14 @@
 #ifndef HX_SEGMENT_STORE_H
 #define HX_SEGMENT_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "hexad.pb-c.h"
+#include "node_counters.h"
+#include "recovery.h" /* hx_lsn_range */
 
 typedef struct segment_store segment_store;
 
@@ -176,6 +180,46 @@ typedef struct {
     const char *members[6];
 } segment_store_seg_view;
 
+/* ---- Gossip completeness (segment_gossip.c; proto/README.md "Gossip") - */
+
+/* Like segment_store_truncate, but not fenced by the volume epoch: a range
+ * a peer recorded (at its own epoch, maybe below ours) and this node
+ * missed. Raises the volume epoch when the range's is higher. */
+int segment_store_adopt_truncation(segment_store *s, uint32_t volume,
+                                   uint32_t pg, uint64_t epoch, uint64_t from,
+                                   uint64_t to, uint64_t *scl,
+                                   segment_store_why *why);
+
+/* The segment's truncation ranges (sorted, disjoint), at most max into
+ * out; returns how many (0 when the segment is unknown). */
+size_t segment_store_truncations(const segment_store *s, uint32_t volume,
+                                 uint32_t pg, hx_lsn_range *out, size_t max);
+
+/* Adds this node's volume epoch and the segment's truncation ranges to a
+ * read_chain reply (freed by segment_store_pulled_free). HX_ERR_NOMEM. */
+int segment_store_pulled_add_sync(const segment_store *s,
+                                  Hexad__PulledRecords *p);
+
+/* The segments held whose members include node, from (volume << 32 | pg)
+ * >= req->start_key, at most req->max_segments (0 or above
+ * SEGMENT_STORE_LIST_MAX: that maximum); next_key 0 when no more. Free
+ * with segment_store_segment_list_free(). HX_ERR_NOMEM. */
+#define SEGMENT_STORE_LIST_MAX 1024u
+int segment_store_list_segments(const segment_store *s,
+                                const Hexad__ListSegments *req,
+                                Hexad__SegmentList **out);
+void segment_store_segment_list_free(Hexad__SegmentList *l);
+
+/* A segment a peer says this node should hold (it is a member): staged
+ * as an append with no records carrying d's members, membership epoch and
+ * geometry and the higher of the two volume epochs, so it is created (or
+ * a segment that only held a truncation gets its members) by the next
+ * flush, with cookie; *staged says whether it was (not when the segment
+ * is held with members already). HX_ERR_INVALID when d lacks members or
+ * geometry (nothing staged); HX_ERR_NOMEM. */
+int segment_store_stage_learned(segment_store *s, const Hexad__SegmentDesc *d,
+                                void *cookie, bool *staged);
+
 size_t segment_store_segment_count(const segment_store *s);
 void segment_store_segment_at(const segment_store *s, size_t i,
                               segment_store_seg_view *out);
@@ -188,5 +232,84 @@ uint64_t segment_store_scl(const segment_store *s, uint32_t volume,
  * "IO error: No space left on device"), without writing. count 0 clears. */
 void segment_store_inject_write_error(segment_store *s, unsigned count,
                                       const char *rocksdb_msg);
+
+/* ---- Background work (segment_coalesce.c, segment_gc.c,
+ * segment_scrub.c). Each call does bounded work and is meant for a timer
+ * of the event loop; like the other writes they refuse with HX_ERR_BUSY
+ * while appends are staged. ------------------------------------------- */
+
+/* The node's counters (node_counters.h). The mutable form is for the
+ * server's own counts (gossip). */
+const hx_node_counters *segment_store_counters(const segment_store *s);
+hx_node_counters *segment_store_counters_mut(segment_store *s);
+
+/* Coalescing: looks at up to max_records records above the coalesced LSN
+ * of the segments (round robin), never above a segment's SCL, and writes,
+ * for every page they touch, the page as of the newest of them (one synced
+ * write per segment). GetPage then starts from the newest version at or
+ * below its read point. *written = page versions written (may be NULL).
+ * HX_ERR_BUSY, HX_ERR_CHECKSUM (a corrupt record stopped the pass: its
+ * repair is queued), HX_ERR_IO, HX_ERR_NOMEM. */
+int segment_store_coalesce(segment_store *s, size_t max_records,
+                           size_t *written, segment_store_why *why);
+
+/* Default retention window of the garbage collector. */
+#define SEGMENT_STORE_RETENTION_MS_DEFAULT (3600u * 1000u)
+/* GC keeps every record and page version that a read at or above the
+ * writer's minimum read point of retention_ms ago may need. */
+void segment_store_set_retention(segment_store *s, uint64_t retention_ms);
+/* Garbage collection: for up to max_pages pages, removes the page
+ * versions and records below the segment's GC point (the writer's
+ * min_read_lsn as of at least the retention window ago, capped at the
+ * coalesced LSN and so at the SCL), keeping for every page its newest
+ * version at or below that point. Reads below the GC point are refused
+ * from then on (HX_ERR_NOT_FOUND). now_ms: a monotonic clock. */
+int segment_store_gc(segment_store *s, uint64_t now_ms, size_t max_pages,
+                     segment_store_why *why);
+/* Compacts the key ranges of every segment (RocksDB reclaims what GC
+ * deleted); also run by segment_store_gc once enough was deleted. */
+void segment_store_compact(segment_store *s);
+
+/* Scrubbing: verifies the checksums of the next max_items stored records
+ * and page versions (a cursor walks the whole store, then starts over); a
+ * corrupt one is counted and queued for repair. */
+int segment_store_scrub(segment_store *s, size_t max_items,
+                        segment_store_why *why);
+
+enum {
+    SEGMENT_STORE_REPAIR_RECORD = 1,  /* refetch: PullRecords{lsn - 1} */
+    SEGMENT_STORE_REPAIR_VERSION = 2, /* refetch: GetPage{page_no, lsn} */
+};
+
+typedef struct {
+    int kind;
+    uint32_t volume, pg;
+    uint64_t page_no; /* VERSION */
+    uint64_t lsn;
+} segment_store_repair;
+
+/* The corrupt items waiting for a peer's copy. */
+size_t segment_store_repair_count(const segment_store *s);
+void segment_store_repair_at(const segment_store *s, size_t i,
+                             segment_store_repair *out);
+/* A peer's copy of a wanted record: verified and rewritten (synced).
+ * HX_ERR_NOT_FOUND when it is not wanted, HX_ERR_CHECKSUM when the copy is
+ * bad too, HX_ERR_IO. */
+int segment_store_repair_record(segment_store *s, uint32_t volume,
+                                uint32_t pg, const Hexad__Record *r,
+                                segment_store_why *why);
+/* A peer's copy (GetPage at the version's LSN) of a wanted page version. */
+int segment_store_repair_version(segment_store *s, uint32_t volume,
+                                 uint32_t pg, uint64_t page_no,
+                                 uint64_t page_lsn, const uint8_t *page,
+                                 size_t len, segment_store_why *why);
+
+/* Fault injection: flips one byte of the stored value of every `every`-th
+ * record of every segment (at most max of them), synced, and writes
+ * "vol pg lsn" of each to out. *n = how many. For tests and experiments
+ * (hexad-storage --corrupt-records). */
+int segment_store_corrupt_records(segment_store *s, size_t every, size_t max,
+                                  FILE *out, size_t *n,
+                                  segment_store_why *why);
 
 #endif

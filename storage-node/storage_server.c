@@ -39,7 +39,18 @@
  * is followed by another pull at once. Outstanding pulls end with their
  * reply, an Error, the peer connection's close, or GOSSIP_PULL_TIMEOUT_MS.
  * Per-segment state (`gseg`, sorted by (vol, pg)) is only a hint: losing it
- * costs one extra pull.
+ * costs one extra pull. Which member to pull from and what a reply makes
+ * us adopt (the peer's higher volume epoch, truncation ranges we missed)
+ * are decided by common/gossip.c; adopting flushes what is staged first
+ * (seal and truncate order after it), and a reply cut for an SCL that a
+ * truncation just lowered is dropped and pulled again at once.
+ *
+ * Segment lists. Every GOSSIP_LIST_INTERVAL_MS one peer (round robin) is
+ * asked ListSegments{node: self}: the segments it holds that we should
+ * hold too. One we lack (we were down when the writer created it) is
+ * staged as an empty append (segment_gossip.c) and created by the flush;
+ * the pulls then fill it. A list cut at SEGMENT_STORE_LIST_MAX is
+ * continued at once from its next_key.
  *
  * Limits: frames (hx_conn, HX_FRAME_MAX_BYTES), staged bytes
  * (SEGMENT_STORE_STAGED_BYTES_MAX: flushed early past it), connections
@@ -64,15 +75,17 @@
 #include <event2/util.h>
 
 #include "conn.h"
+#include "gossip.h"
 #include "hx_err.h"
 #include "log.h"
 #include "segment_store.h"
+#include "storage_background.h"
 
 #define SERVER_CONNS_MAX 4096
 
 #define GOSSIP_INTERVAL_MS 200
 #define GOSSIP_PULL_TIMEOUT_MS 5000
-#define GOSSIP_SKIP_SAME_SCL_MS 1000
+#define GOSSIP_LIST_INTERVAL_MS 500
 #define GOSSIP_BACKOFF_MIN_MS 200
 #define GOSSIP_BACKOFF_MAX_MS 5000
 
@@ -87,6 +100,9 @@ typedef struct {
     hx_conn *conn;          /* NULL: not connected */
     uint64_t next_try_ms;   /* no reconnect before */
     unsigned backoff_ms;
+    bool list_outstanding;  /* a ListSegments awaits its reply */
+    uint64_t list_req_id, list_since_ms;
+    uint64_t list_next_key; /* where the next ListSegments starts */
 } gpeer;
 
 /* Gossip state of one segment. */
@@ -119,7 +135,11 @@ struct storage_server {
     gseg *gsegs;            /* sorted by (vol, pg) */
     size_t n_gsegs, cap_gsegs;
     uint64_t next_req_id;
-    uint64_t gossip_pulls, gossip_records;
+    unsigned list_rr;       /* next peer asked for a segment list */
+    uint64_t next_list_ms;
+    /* Adopted from peers (the store counts pulls and records). */
+    uint64_t gossip_truncations, gossip_epochs, gossip_segments;
+    storage_bg *bg;         /* coalescing, GC, scrub, repair */
     bool closing;
 };
 
@@ -131,8 +151,9 @@ struct srv_conn {
 };
 
 typedef struct {
-    srv_conn *sc;
+    srv_conn *sc;           /* NULL: staged by gossip, nobody to answer */
     uint64_t req_id;
+    bool learned;           /* gossip: a segment from a peer's list */
 } pending_ack;
 
 static uint64_t now_ms(void)
@@ -195,10 +216,15 @@ static void append_done(void *cookie, const segment_store_append_result *res,
     (void)arg;
     pending_ack *p = cookie;
     srv_conn *sc = p->sc;
-    if (sc == NULL) { /* records a gossip pull brought */
+    if (sc == NULL) { /* records a gossip pull brought, or a segment */
         storage_server *srv = arg;
-        if (res->rc == HX_OK)
-            srv->gossip_records += res->stored;
+        if (res->rc == HX_OK && p->learned) {
+            srv->gossip_segments++;
+            HX_INFO("segment %u/%u: learned from a peer's segment list",
+                    res->volume, res->pg);
+        } else if (res->rc == HX_OK)
+            segment_store_counters_mut(srv->store)->gossip_records +=
+                res->stored;
         else
             HX_DEBUG("segment %u/%u: pulled records refused: %s",
                      res->volume, res->pg, res->why.msg);
@@ -278,6 +304,28 @@ static void handle_append(srv_conn *sc, uint64_t req_id,
 static void handle_get_page(srv_conn *sc, uint64_t req_id,
                             const Hexad__GetPage *req)
 {
+    /* Epochs of reads (0: a probe, unchecked): an older one comes from a
+     * fenced writer; a newer one means this node missed a recovery and may
+     * still hold records its truncation drops, so the reader must go to a
+     * segment that applied it. */
+    uint64_t epoch = segment_store_volume_epoch(sc->srv->store, req->volume);
+    if (req->volume_epoch != 0 && req->volume_epoch < epoch) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "GetPage of volume %u with epoch %" PRIu64
+                 " below this node's %" PRIu64 ": a newer writer owns it",
+                 req->volume, req->volume_epoch, epoch);
+        send_error(sc, req_id, HX_ERR_STALE_EPOCH, msg, epoch);
+        return;
+    }
+    if (req->volume_epoch > epoch) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "GetPage of volume %u with epoch %" PRIu64
+                 " above this node's %" PRIu64 ": it missed a recovery; "
+                 "read another segment", req->volume, req->volume_epoch,
+                 epoch);
+        send_error(sc, req_id, HX_ERR_NOT_COMPLETE, msg, 0);
+        return;
+    }
     uint8_t *page = NULL;
     size_t len = 0;
     uint64_t page_lsn = 0;
@@ -378,6 +426,11 @@ static void handle_pull(srv_conn *sc, uint64_t req_id,
     int rc = segment_store_read_chain(sc->srv->store, req->volume, req->pg,
                                       req->after_lsn, req->max_bytes, &p,
                                       &why);
+    if (rc == HX_OK && (rc = segment_store_pulled_add_sync(sc->srv->store,
+                                                           p)) != HX_OK) {
+        segment_store_pulled_free(p);
+        snprintf(why.msg, sizeof why.msg, "out of memory building the reply");
+    }
     if (rc != HX_OK) {
         send_error(sc, req_id, rc, why.msg, 0);
         return;
@@ -390,29 +443,78 @@ static void handle_pull(srv_conn *sc, uint64_t req_id,
     segment_store_pulled_free(p);
 }
 
-static void handle_status(srv_conn *sc, uint64_t req_id)
+static void handle_list_segments(srv_conn *sc, uint64_t req_id,
+                                 const Hexad__ListSegments *req)
 {
-    storage_server *srv = sc->srv;
-    Hexad__NodeStatus *st = NULL;
-    int rc = segment_store_status(srv->store, &st);
+    Hexad__SegmentList *l = NULL;
+    int rc = segment_store_list_segments(sc->srv->store, req, &l);
     if (rc != HX_OK) {
-        send_error(sc, req_id, rc, "cannot build the status", 0);
+        send_error(sc, req_id, rc, "cannot list the segments", 0);
         return;
     }
+    Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
+    env.req_id = req_id;
+    env.body_case = HEXAD__ENVELOPE__BODY_SEGMENT_LIST;
+    env.segment_list = l;
+    send_env(sc, &env);
+    segment_store_segment_list_free(l);
+}
+
+int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
+{
+    Hexad__NodeStatus *st = NULL;
+    int rc = segment_store_status(srv->store, &st);
+    if (rc != HX_OK)
+        return rc;
+    const hx_node_counters *c = segment_store_counters(srv->store);
     st->node = srv->self.id;
     st->az = srv->self.az;
     st->uptime_ms = now_ms() - srv->started_ms;
     st->volume_epoch = segment_store_volume_epoch(srv->store, srv->volume);
-    st->gossip_pulls = srv->gossip_pulls;
-    st->gossip_records = srv->gossip_records;
+    st->records_received = c->records_received;
+    st->bytes_received = c->bytes_received;
+    st->batches_synced = c->batches_synced;
+    st->gossip_pulls = c->gossip_pulls;
+    st->gossip_records = c->gossip_records;
+    st->coalesce_passes = c->coalesce_passes;
+    st->page_versions_written = c->page_versions_written;
+    st->gc_passes = c->gc_passes;
+    st->gc_records_removed = c->gc_records_removed;
+    st->gc_page_versions_removed = c->gc_page_versions_removed;
+    st->gc_bytes_removed = c->gc_bytes_removed;
+    st->scrub_passes = c->scrub_passes;
+    st->checksum_failures = c->checksum_failures;
+    st->repairs = c->repairs;
+    st->gossip_truncations = srv->gossip_truncations;
+    st->gossip_epochs = srv->gossip_epochs;
+    st->gossip_segments = srv->gossip_segments;
+    *out = st;
+    return HX_OK;
+}
+
+void storage_server_status_free(Hexad__NodeStatus *st)
+{
+    if (st == NULL)
+        return;
+    st->node = NULL; /* the server's, not the status's */
+    st->az = NULL;
+    segment_store_status_free(st);
+}
+
+static void handle_status(srv_conn *sc, uint64_t req_id)
+{
+    Hexad__NodeStatus *st = NULL;
+    int rc = storage_server_status(sc->srv, &st);
+    if (rc != HX_OK) {
+        send_error(sc, req_id, rc, "cannot build the status", 0);
+        return;
+    }
     Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
     env.req_id = req_id;
     env.body_case = HEXAD__ENVELOPE__BODY_STATUS;
     env.status = st;
     send_env(sc, &env);
-    st->node = NULL; /* ours, not the status's */
-    st->az = NULL;
-    segment_store_status_free(st);
+    storage_server_status_free(st);
 }
 
 static const char *body_name(Hexad__Envelope__BodyCase b)
@@ -433,6 +535,8 @@ static const char *body_name(Hexad__Envelope__BodyCase b)
     case HEXAD__ENVELOPE__BODY_STATUS: return "NodeStatus";
     case HEXAD__ENVELOPE__BODY_PULL: return "PullRecords";
     case HEXAD__ENVELOPE__BODY_PULLED: return "PulledRecords";
+    case HEXAD__ENVELOPE__BODY_LIST_SEGMENTS: return "ListSegments";
+    case HEXAD__ENVELOPE__BODY_SEGMENT_LIST: return "SegmentList";
     case HEXAD__ENVELOPE__BODY_ERROR: return "Error";
     default: return "an unknown message";
     }
@@ -504,6 +608,79 @@ static int peer_index(const storage_server *srv, const char *id)
 static void gossip_pull(storage_server *srv, gseg *g, int pi,
                         uint64_t after_lsn);
 
+static void schedule_flush(storage_server *srv)
+{
+    if (segment_store_staged_bytes(srv->store) >=
+        SEGMENT_STORE_STAGED_BYTES_MAX) {
+        server_flush(srv);
+    } else if (!srv->flush_scheduled) {
+        srv->flush_scheduled = true;
+        event_active(srv->flush_ev, EV_TIMEOUT, 0);
+    }
+}
+
+typedef enum {
+    ADOPT_STAGE,    /* nothing adopted that invalidates the records */
+    ADOPT_REPULL,   /* a truncation lowered the SCL: pull again now */
+    ADOPT_FAILED,   /* a synced write failed: the next round retries */
+} adopt_outcome;
+
+/* Adopts what a reply says this node missed: the peer's higher volume
+ * epoch, its truncation ranges ours do not cover (gossip.h
+ * hx_gossip_plan_reply). */
+static adopt_outcome adopt_from_reply(storage_server *srv, gpeer *pr,
+                                      const Hexad__PulledRecords *p)
+{
+    hx_lsn_range own[HX_GOSSIP_TRUNCATIONS_MAX];
+    hx_lsn_range peer[HX_GOSSIP_TRUNCATIONS_MAX];
+    size_t n_own = segment_store_truncations(srv->store, p->volume, p->pg,
+                                             own, HX_GOSSIP_TRUNCATIONS_MAX);
+    size_t n_peer = 0;
+    for (size_t i = 0; i < p->n_truncations && n_peer < HX_GOSSIP_TRUNCATIONS_MAX;
+         i++)
+        peer[n_peer++] = (hx_lsn_range){p->truncations[i]->from_lsn,
+                                        p->truncations[i]->to_lsn,
+                                        p->truncations[i]->epoch};
+    hx_gossip_reply_plan plan;
+    hx_gossip_plan_reply(segment_store_volume_epoch(srv->store, p->volume),
+                         own, n_own, p->volume_epoch, peer, n_peer, &plan);
+    if (plan.adopt_epoch == 0 && plan.n_truncations == 0)
+        return ADOPT_STAGE;
+    server_flush(srv); /* seal and truncate order after what is staged */
+    segment_store_why why = {0};
+    if (plan.adopt_epoch != 0) {
+        uint64_t cur = 0;
+        int rc = segment_store_seal_epoch(srv->store, p->volume,
+                                          plan.adopt_epoch, &cur, &why);
+        if (rc != HX_OK) {
+            HX_WARN("volume %u: epoch %" PRIu64 " of %s not adopted: %s",
+                    p->volume, plan.adopt_epoch, pr->id, why.msg);
+            return ADOPT_FAILED;
+        }
+        srv->gossip_epochs++;
+        HX_INFO("volume %u: adopted epoch %" PRIu64 " from %s", p->volume,
+                plan.adopt_epoch, pr->id);
+    }
+    for (size_t i = 0; i < plan.n_truncations; i++) {
+        const hx_lsn_range *r = &plan.truncations[i];
+        uint64_t scl = 0;
+        int rc = segment_store_adopt_truncation(srv->store, p->volume, p->pg,
+                                                r->epoch, r->from_lsn,
+                                                r->to_lsn, &scl, &why);
+        if (rc != HX_OK) {
+            HX_WARN("segment %u/%u: truncation [%" PRIu64 ", %" PRIu64
+                    "] of %s not adopted: %s", p->volume, p->pg, r->from_lsn,
+                    r->to_lsn, pr->id, why.msg);
+            return ADOPT_FAILED;
+        }
+        srv->gossip_truncations++;
+        HX_INFO("segment %u/%u: adopted truncation [%" PRIu64 ", %" PRIu64
+                "] at epoch %" PRIu64 " from %s; SCL now %" PRIu64, p->volume,
+                p->pg, r->from_lsn, r->to_lsn, r->epoch, pr->id, scl);
+    }
+    return plan.stage_records ? ADOPT_STAGE : ADOPT_REPULL;
+}
+
 static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
                           const Hexad__PulledRecords *p)
 {
@@ -515,6 +692,17 @@ static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
     g->out_peer = -1;
     g->peer_scl[pi] = p->scl;
     g->peer_scl_ms[pi] = now_ms();
+    switch (adopt_from_reply(srv, pr, p)) {
+    case ADOPT_STAGE:
+        break;
+    case ADOPT_REPULL: /* cut for an SCL that no longer holds */
+        if ((g = gseg_find(srv, p->volume, p->pg)) != NULL)
+            gossip_pull(srv, g, pi,
+                        segment_store_scl(srv->store, p->volume, p->pg));
+        return;
+    case ADOPT_FAILED:
+        return;
+    }
     if (p->n_records == 0)
         return;
     pending_ack *pa = calloc(1, sizeof *pa);
@@ -525,14 +713,8 @@ static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
                  p->pg, hx_strerror(rc));
         return;
     }
-    srv->gossip_pulls++;
-    if (segment_store_staged_bytes(srv->store) >=
-        SEGMENT_STORE_STAGED_BYTES_MAX) {
-        server_flush(srv);
-    } else if (!srv->flush_scheduled) {
-        srv->flush_scheduled = true;
-        event_active(srv->flush_ev, EV_TIMEOUT, 0);
-    }
+    segment_store_counters_mut(srv->store)->gossip_pulls++;
+    schedule_flush(srv);
     /* Stopped below the peer's SCL: more to pull, from the same peer. */
     uint64_t last = p->records[p->n_records - 1]->lsn;
     if (last < p->scl && (g = gseg_find(srv, p->volume, p->pg)) != NULL)
@@ -552,6 +734,36 @@ static void peer_forget_pulls(storage_server *srv, int pi, uint64_t req_id,
     }
 }
 
+static void gossip_list(storage_server *srv, gpeer *pr);
+
+static void handle_segment_list(storage_server *srv, gpeer *pr,
+                                uint64_t req_id, const Hexad__SegmentList *l)
+{
+    if (!pr->list_outstanding || pr->list_req_id != req_id)
+        return;
+    pr->list_outstanding = false;
+    for (size_t i = 0; i < l->n_segments; i++) {
+        pending_ack *pa = calloc(1, sizeof *pa);
+        bool staged = false;
+        int rc = pa ? segment_store_stage_learned(srv->store, l->segments[i],
+                                                  pa, &staged)
+                    : HX_ERR_NOMEM;
+        if (!staged) {
+            free(pa);
+            if (rc != HX_OK)
+                HX_DEBUG("segment %u/%u listed by %s not learned: %s",
+                         l->segments[i]->volume, l->segments[i]->pg, pr->id,
+                         hx_strerror(rc));
+            continue;
+        }
+        pa->learned = true;
+        schedule_flush(srv);
+    }
+    pr->list_next_key = l->next_key;
+    if (l->next_key != 0)
+        gossip_list(srv, pr); /* the rest of a long list, at once */
+}
+
 static void peer_on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
 {
     (void)c;
@@ -562,10 +774,16 @@ static void peer_on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
     case HEXAD__ENVELOPE__BODY_PULLED:
         handle_pulled(srv, pr, env->req_id, env->pulled);
         break;
+    case HEXAD__ENVELOPE__BODY_SEGMENT_LIST:
+        handle_segment_list(srv, pr, env->req_id, env->segment_list);
+        break;
     case HEXAD__ENVELOPE__BODY_ERROR:
-        HX_DEBUG("pull %" PRIu64 " refused by %s: %s", env->req_id, pr->id,
-                 env->error->message);
-        peer_forget_pulls(srv, pi, env->req_id, false);
+        HX_DEBUG("request %" PRIu64 " refused by %s: %s", env->req_id,
+                 pr->id, env->error->message);
+        if (pr->list_outstanding && pr->list_req_id == env->req_id)
+            pr->list_outstanding = false;
+        else
+            peer_forget_pulls(srv, pi, env->req_id, false);
         break;
     default:
         break;
@@ -593,6 +811,7 @@ static void peer_on_close(hx_conn *c, int err, const char *reason, void *arg)
                          ? GOSSIP_BACKOFF_MAX_MS
                          : pr->backoff_ms * 2;
     pr->next_try_ms = now_ms() + pr->backoff_ms;
+    pr->list_outstanding = false;
     peer_forget_pulls(srv, (int)(pr - srv->peers), 0, true);
 }
 
@@ -647,6 +866,49 @@ static void gossip_pull(storage_server *srv, gseg *g, int pi,
     g->out_since_ms = now_ms();
 }
 
+/* Asks pr which segments we should hold (handle_segment_list). */
+static void gossip_list(storage_server *srv, gpeer *pr)
+{
+    hx_conn *c = peer_conn(srv, pr);
+    if (c == NULL)
+        return;
+    Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
+    Hexad__ListSegments req = HEXAD__LIST_SEGMENTS__INIT;
+    req.node = srv->self.id;
+    req.start_key = pr->list_next_key;
+    env.req_id = ++srv->next_req_id;
+    env.body_case = HEXAD__ENVELOPE__BODY_LIST_SEGMENTS;
+    env.list_segments = &req;
+    if (hx_conn_send(c, &env) != HX_OK)
+        return;
+    pr->list_outstanding = true;
+    pr->list_req_id = env.req_id;
+    pr->list_since_ms = now_ms();
+}
+
+static bool peer_usable(const gpeer *pr, uint64_t now)
+{
+    return pr->conn != NULL || now >= pr->next_try_ms;
+}
+
+/* One peer per GOSSIP_LIST_INTERVAL_MS, round robin over the usable. */
+static void gossip_list_tick(storage_server *srv, uint64_t now)
+{
+    if (srv->n_peers == 0 || now < srv->next_list_ms)
+        return;
+    srv->next_list_ms = now + GOSSIP_LIST_INTERVAL_MS;
+    for (size_t k = 0; k < srv->n_peers; k++) {
+        gpeer *pr = &srv->peers[srv->list_rr++ % srv->n_peers];
+        if (pr->list_outstanding &&
+            now - pr->list_since_ms >= GOSSIP_PULL_TIMEOUT_MS)
+            pr->list_outstanding = false; /* given up on */
+        if (pr->list_outstanding || !peer_usable(pr, now))
+            continue;
+        gossip_list(srv, pr);
+        return;
+    }
+}
+
 static void gossip_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -668,20 +930,25 @@ static void gossip_cb(evutil_socket_t fd, short what, void *arg)
             g->outstanding = false; /* given up on; a late reply is dropped */
             g->out_peer = -1;
         }
-        for (size_t tries = 0; tries < sv.n_members; tries++) {
-            const char *m = sv.members[g->rr++ % sv.n_members];
-            if (strcmp(m, srv->self.id) == 0)
-                continue;
-            int pi = peer_index(srv, m);
+        hx_gossip_peer view[HX_PG_MEMBERS] = {{0}};
+        int pidx[HX_PG_MEMBERS];
+        for (size_t m = 0; m < sv.n_members; m++) {
+            int pi = strcmp(sv.members[m], srv->self.id) == 0
+                         ? -1
+                         : peer_index(srv, sv.members[m]);
+            pidx[m] = pi;
             if (pi < 0)
-                continue;
-            if (g->peer_scl_ms[pi] != 0 && g->peer_scl[pi] == sv.scl &&
-                now - g->peer_scl_ms[pi] < GOSSIP_SKIP_SAME_SCL_MS)
-                break; /* that peer had nothing for us a moment ago */
-            gossip_pull(srv, g, pi, sv.scl);
-            break;
+                continue; /* self, or not in the cluster file */
+            view[m].usable = peer_usable(&srv->peers[pi], now);
+            view[m].scl_known = g->peer_scl_ms[pi] != 0;
+            view[m].scl = g->peer_scl[pi];
+            view[m].scl_age_ms = now - g->peer_scl_ms[pi];
         }
+        int k = hx_gossip_pick_peer(view, sv.n_members, sv.scl, &g->rr);
+        if (k >= 0)
+            gossip_pull(srv, g, pidx[k], sv.scl);
     }
+    gossip_list_tick(srv, now);
 }
 
 /* ------------------------------------------------------------------------
@@ -713,6 +980,9 @@ static void on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
         break;
     case HEXAD__ENVELOPE__BODY_PULL:
         handle_pull(sc, env->req_id, env->pull);
+        break;
+    case HEXAD__ENVELOPE__BODY_LIST_SEGMENTS:
+        handle_list_segments(sc, env->req_id, env->list_segments);
         break;
     default: {
         char msg[128];
@@ -873,6 +1143,13 @@ int storage_server_create(struct event_base *base,
     }
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     evutil_freeaddrinfo(res);
+    res = NULL;
+    rc = storage_bg_create(base, srv->store, cluster, self->id, &srv->bg);
+    if (rc != HX_OK) {
+        snprintf(err, err_len, "cannot start the background work: %s",
+                 hx_strerror(rc));
+        goto fail;
+    }
     struct timeval tv = {0, GOSSIP_INTERVAL_MS * 1000};
     event_add(srv->gossip_ev, &tv);
     *out = srv;
@@ -890,6 +1167,7 @@ void storage_server_destroy(storage_server *srv)
     if (srv == NULL)
         return;
     srv->closing = true;
+    storage_bg_destroy(srv->bg);
     if (srv->gossip_ev)
         event_free(srv->gossip_ev);
     for (size_t i = 0; i < srv->n_peers; i++)

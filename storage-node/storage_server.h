@@ -15,6 +15,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "hexad.pb-c.h"
 
 typedef struct storage_server storage_server;
 
@@ -30,6 +31,12 @@ int storage_server_create(struct event_base *base,
                           const hx_cluster_cfg *cluster,
                           const hx_storage_cfg *self, storage_server **out,
                           char *err, size_t err_len);
+
+/* The node's status and counters (NodeStatus, proto/README.md), as the
+ * status request and the metrics endpoint report them. Free with
+ * storage_server_status_free(). HX_ERR_NOMEM. */
+int storage_server_status(storage_server *srv, Hexad__NodeStatus **out);
+void storage_server_status_free(Hexad__NodeStatus *st);
 
 /* Flushes staged appends (their acks are sent if the sockets take them),
  * closes every connection and the listener, closes the store. NULL is a

@@ -13,8 +13,8 @@
 #       before it opens the volume (the running writer is not fenced); a
 #       reader role exits 1 "not supported yet";
 #   (g) a third member of PG 0 lost (3/6): a commit is not acknowledged;
-#       after commit_timeout_ms the client gets an error and the log says
-#       the outcome is unknown.
+#       after commit_timeout_ms the client gets ERROR 40003 "commit outcome
+#       unknown" naming the write quorum, with a hint, and the log says so.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -205,13 +205,18 @@ if [ -z "$third" ] || [ "$third" = null ]; then hx_fail "(g) no third member of 
 hx_kill_node "$third"
 t0=$(hx_now_ms)
 rc=0
-out=$(sql "INSERT INTO t (id, v, s) VALUES (999, 0, 'no quorum')" 2>&1) || rc=$?
+out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
+    -c "INSERT INTO t (id, v, s) VALUES (999, 0, 'no quorum')" 2>&1) || rc=$?
 dt=$(($(hx_now_ms) - t0))
 [ "$rc" -ne 0 ] || hx_fail "(g) a commit with 3 of 6 members of PG 0 was acknowledged: $out"
 [ "$dt" -ge $((COMMIT_TIMEOUT_MS - 500)) ] ||
     hx_fail "(g) the commit failed after $dt ms, before commit_timeout_ms=$COMMIT_TIMEOUT_MS: $out"
-grep -q "ERROR" <<<"$out" || hx_fail "(g) psql did not report an error: $out"
-wait_until "grep -q 'not durable after $COMMIT_TIMEOUT_MS ms: write quorum lost? (outcome unknown)' '$HX_LOGS/w1.log'" 5 ||
+# The client learns: outcome unknown (40003), the cause, and the fix.
+grep -q "ERROR:  40003: commit outcome unknown: the storage write quorum (4 of 6 copies) did not confirm it" <<<"$out" ||
+    hx_fail "(g) psql did not report SQLSTATE 40003 'commit outcome unknown' naming the write quorum: $out"
+grep -q "may still become durable" <<<"$out" || hx_fail "(g) the error does not say the commit may still become durable: $out"
+grep -q "HINT: .*./hexad status" <<<"$out" || hx_fail "(g) the error has no hint pointing to ./hexad status: $out"
+wait_until "grep -q 'not covered by VDL [0-9]* after commit_timeout_ms=$COMMIT_TIMEOUT_MS: write quorum lost? (outcome unknown)' '$HX_LOGS/w1.log'" 5 ||
     hx_fail "(g) the compute log does not say the commit's outcome is unknown"
 hx_pass "(g) ${victims[*]} $third down: commit not acknowledged; after $dt ms: $(tr '\n' ' ' <<<"$out")"
 

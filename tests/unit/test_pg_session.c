@@ -35,7 +35,9 @@ typedef struct fx {
     int db_open_rc;        /* what db_open returns */
     char db_user[64], db_name[64];
     int hook_calls;
+    int hook_writes;       /* of which for write transactions */
     int hook_rc;           /* what before_reply returns */
+    const char *hook_why;  /* detail before_reply writes, or NULL */
     size_t hook_out_len;   /* out.len when the hook last ran */
     int cancel_calls;
     int32_t cancel_pid, cancel_key;
@@ -63,11 +65,16 @@ static void fx_db_close(void *arg, sqlite3 *db)
     sqlite3_close(db);
 }
 
-static int fx_before_reply(void *arg, pg_session *s)
+static int fx_before_reply(void *arg, pg_session *s, bool wrote, char *why,
+                           size_t why_len)
 {
     fx *f = arg;
     assert_non_null(pg_session_db(s));
+    assert_true(why_len > 0);
+    if (f->hook_why)
+        snprintf(why, why_len, "%s", f->hook_why);
     f->hook_calls++;
+    f->hook_writes += wrote;
     f->hook_out_len = f->out.len;
     return f->hook_rc;
 }
@@ -884,30 +891,49 @@ static void test_before_reply_hook(void **state)
     feed_query(f, "create table t(a int)");
     expect(f, "CZ");
     assert_int_equal(f->hook_calls, 1); /* DDL in autocommit is a write */
+    assert_int_equal(f->hook_writes, 1);
 
-    f->hook_calls = 0;
+    f->hook_calls = f->hook_writes = 0;
     feed_query(f, "insert into t values (1)");
     expect(f, "CZ");
     assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_writes, 1);
     /* Called before the CommandComplete was appended. */
     assert_int_equal(f->hook_out_len,
                      f->read_pos - 6 /* Z */ - (5 + sizeof("INSERT 0 1")));
 
+    /* DESIGN "Compute nodes": a read-only transaction's reply waits too.
+     * Autocommit SELECT: once, as a read. A read-only block: at its
+     * COMMIT only (rows inside the block are provisional). */
+    f->hook_calls = f->hook_writes = 0;
+    feed_query(f, "select * from t");
+    expect(f, "TDCZ");
+    assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_writes, 0);
     f->hook_calls = 0;
-    feed_query(f, "select * from t; begin; select * from t; commit");
-    expect(f, "TDCCTDCCZ");
-    assert_int_equal(f->hook_calls, 0); /* read-only */
+    feed_query(f, "begin; select * from t; select 1");
+    expect(f, "CTDCTDCZ");
+    assert_int_equal(f->hook_calls, 0);
+    feed_query(f, "commit");
+    expect(f, "CZ");
+    assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_writes, 0);
 
+    f->hook_calls = 0;
     feed_query(f, "begin; insert into t values (2); update t set a = a + 1");
     expect(f, "CCCZ");
     assert_int_equal(f->hook_calls, 0); /* not committed yet */
     feed_query(f, "commit");
     expect(f, "CZ");
     assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_writes, 1);
 
-    f->hook_calls = 0;
+    /* A rollback confirms nothing: no wait, read or write. */
+    f->hook_calls = f->hook_writes = 0;
     feed_query(f, "begin; insert into t values (3); rollback");
     expect(f, "CCCZ");
+    feed_query(f, "begin; select * from t; rollback");
+    expect(f, "CTDDCCZ");
     assert_int_equal(f->hook_calls, 0);
 
     /* RELEASE of the outermost savepoint commits. */
@@ -915,26 +941,57 @@ static void test_before_reply_hook(void **state)
     msgs *ms = expect(f, "CCCZ");
     assert_string_equal(tag(&ms->m[2]), "RELEASE");
     assert_int_equal(f->hook_calls, 1);
+    assert_int_equal(f->hook_writes, 1);
     fx_free(f);
 }
 
+/* Issue 4.5: past the deadline the client learns the outcome is unknown
+ * (40003), the cause and the fix; other failures are 58030. */
 static void test_before_reply_failure(void **state)
 {
     (void)state;
     fx *f = connected();
-    feed_query(f, "create table t(a int)");
+    feed_query(f, "create table t(a int); insert into t values (7)");
     read_new(f, false);
-    f->hook_rc = HX_ERR_NO_QUORUM;
+    f->hook_rc = HX_ERR_TIMEOUT;
+    f->hook_why = "commit LSN 9 not covered by VDL 5";
     feed_query(f, "insert into t values (1); select 1");
     msgs *ms = expect(f, "EZ"); /* no INSERT tag, the select never ran */
-    assert_string_equal(field(&ms->m[0], 'C'), "58030");
-    assert_string_equal(field(&ms->m[0], 'M'), hx_strerror(HX_ERR_NO_QUORUM));
+    assert_string_equal(field(&ms->m[0], 'S'), "ERROR");
+    assert_string_equal(field(&ms->m[0], 'C'), "40003");
+    assert_non_null(strstr(field(&ms->m[0], 'M'), "outcome unknown"));
+    assert_non_null(strstr(field(&ms->m[0], 'M'), "write quorum"));
+    assert_non_null(strstr(field(&ms->m[0], 'M'), "may still become durable"));
+    assert_string_equal(field(&ms->m[0], 'D'),
+                        "commit LSN 9 not covered by VDL 5");
+    assert_non_null(strstr(field(&ms->m[0], 'H'), "./hexad status"));
     assert_int_equal(rfq(&ms->m[1]), 'I');
 
     feed_query(f, "begin; insert into t values (2); commit");
     ms = expect(f, "CCEZ");
-    assert_string_equal(field(&ms->m[2], 'C'), "58030");
+    assert_string_equal(field(&ms->m[2], 'C'), "40003");
     assert_int_equal(rfq(&ms->m[3]), 'I');
+
+    /* A read that cannot be confirmed sends no rows, only the error. */
+    f->hook_why = NULL;
+    feed_query(f, "select a from t where a = 7");
+    ms = expect(f, "EZ");
+    assert_string_equal(field(&ms->m[0], 'C'), "40003");
+    assert_non_null(strstr(field(&ms->m[0], 'M'), "read not confirmed"));
+    assert_null(field(&ms->m[0], 'D'));
+
+    f->hook_rc = HX_ERR_NO_QUORUM;
+    feed_query(f, "insert into t values (3)");
+    ms = expect(f, "EZ");
+    assert_string_equal(field(&ms->m[0], 'C'), "58030");
+    assert_non_null(strstr(field(&ms->m[0], 'M'),
+                           hx_strerror(HX_ERR_NO_QUORUM)));
+
+    /* The session still works once durability is back. */
+    f->hook_rc = 0;
+    feed_query(f, "select count(*) from t");
+    ms = expect(f, "TDCZ");
+    assert_string_equal(tag(&ms->m[2]), "SELECT 1");
     fx_free(f);
 }
 

@@ -556,6 +556,60 @@ static void test_recovery_large(void **state)
     }
 }
 
+/* DESIGN.md "Recovery" (a late record of the dead writer is refused): the
+ * second recovery after a writer whose records were cut off. Segment X was
+ * down during the first recovery (range [11, 30] at epoch 2): it still
+ * holds the epoch-1 records 11..14 (14 a CPL) and a late 29, and reports
+ * no range. The epoch-2 writer wrote 31..40 (CPL 40) on the others, and one
+ * late epoch-2 record 45 (no CPL, a hole at 41..44) reached one segment
+ * before it died. Recovery: VDL 40; X's leftovers count for nothing (not
+ * for VCL, not as a CPL, not as the PG tail), even when X answers with
+ * two peers that hold nothing above 10; the late 45 is cut. */
+static void test_recovery_late_records_of_old_epochs(void **state)
+{
+    (void)state;
+    static const hx_lsn_range r1[] = { { 11, 30, 2 } };
+    hx_rec_meta full[10], late[11];
+    for (int i = 0; i < 10; i++)
+        full[i] = late[i] = (hx_rec_meta){ (uint64_t)(31 + i),
+                                           31 + i == 40 ? CPL : 0 };
+    late[10] = (hx_rec_meta){ 45, 0 };
+    static const hx_rec_meta x_tail[] = { { 14, CPL }, { 12, 0 }, { 13, 0 },
+                                          { 29, CPL }, { 11, 0 } };
+    hx_pg_report pg;
+    memset(&pg, 0, sizeof(pg));
+    pg.seg[0] = seg(40, 40, 10, 10, full, 10);
+    pg.seg[1] = seg(40, 45, 10, 10, late, 11);
+    pg.seg[2] = seg(14, 29, 10, 10, x_tail, 5); /* X */
+    pg.seg[0].truncations = pg.seg[1].truncations = r1;
+    pg.seg[0].n_truncations = pg.seg[1].n_truncations = 1;
+    hx_recovery_result res;
+    uint64_t tail = 0;
+    /* base = 40; ask the tails from below to see X's leftovers. */
+    assert_int_equal(hx_recovery_plan(&pg, 1, 10, 100, &res, &tail, NULL),
+                     HX_OK);
+    assert_int_equal(res.vcl, 40);
+    assert_int_equal(res.vdl, 40);
+    assert_int_equal(tail, 40);
+    assert_int_equal(res.trunc_from, 41);
+    assert_int_equal(res.next_lsn, 141); /* vdl + lal + 1 > 45 */
+
+    /* X with two segments that hold nothing above 10 (a read quorum that
+     * does not see epoch 2's records): the leftovers still count for
+     * nothing, since a peer reports the range [11, 30]. */
+    hx_pg_report q;
+    memset(&q, 0, sizeof(q));
+    q.seg[0] = seg(10, 10, 10, 10, NULL, 0);
+    q.seg[0].truncations = r1;
+    q.seg[0].n_truncations = 1;
+    q.seg[1] = seg(10, 10, 10, 10, NULL, 0);
+    q.seg[2] = pg.seg[2];
+    assert_int_equal(hx_recovery_plan(&q, 1, 10, 100, &res, &tail, NULL),
+                     HX_OK);
+    assert_int_equal(res.vdl, 10);
+    assert_int_equal(tail, 10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -569,6 +623,7 @@ int main(void)
         cmocka_unit_test(test_recovery_feeds_tracker),
         cmocka_unit_test(test_recovery_any_read_quorum_exhaustive),
         cmocka_unit_test(test_recovery_large),
+        cmocka_unit_test(test_recovery_late_records_of_old_epochs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -486,6 +486,56 @@ static void test_commit_is_pipelined(void **state)
     sqlite3_close(db);
 }
 
+/* Issue 4 / DESIGN.md "Compute nodes": a read-only transaction's reply
+ * waits until VDL covers the LSN it read at. hx_vfs_reply_lsn says what
+ * to wait for: a reader that saw a commit which is not durable yet must
+ * wait for it; a write that changed nothing still waits for what it read;
+ * once VDL covers it the wait returns at once. */
+static void test_reply_lsn_covers_what_was_read(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    create_table(db);
+    insert_rows(db, 0, 3);
+    mem_page_store_set_manual_durability(f->ms, 1);
+    uint64_t vdl = mem_page_store_vdl(f->ms);
+
+    sqlite3 *rd = open_db(f->name);
+    assert_int_equal(query_int(rd, "SELECT count(*) FROM t"), 3);
+    assert_true(hx_vfs_reply_lsn(rd) <= vdl); /* read only durable data */
+    assert_int_equal(f->iface.wait_durable(f->iface.ctx,
+                                           hx_vfs_reply_lsn(rd), 0), HX_OK);
+
+    insert_rows(db, 3, 5); /* shipped, not durable */
+    uint64_t lsn = hx_vfs_last_commit_lsn(db);
+    assert_true(lsn > vdl);
+    assert_int_equal(hx_vfs_reply_lsn(db), lsn);
+
+    /* A read-only transaction that sees the new rows depends on them. */
+    exec_ok(rd, "BEGIN");
+    assert_int_equal(query_int(rd, "SELECT count(*) FROM t"), 5);
+    assert_int_equal(hx_vfs_last_commit_lsn(rd), 0); /* it wrote nothing */
+    assert_int_equal(hx_vfs_reply_lsn(rd), lsn);
+    exec_ok(rd, "COMMIT");
+    assert_int_equal(f->iface.wait_durable(f->iface.ctx,
+                                           hx_vfs_reply_lsn(rd), 20),
+                     HX_ERR_TIMEOUT);
+
+    /* A write transaction that changed no page ships nothing; its reply
+     * still depends on the commit it read. */
+    size_t mtrs = mem_page_store_mtr_count(f->ms);
+    exec_ok(rd, "UPDATE t SET id = id WHERE id < 0");
+    assert_int_equal(mem_page_store_mtr_count(f->ms), mtrs);
+    assert_int_equal(hx_vfs_reply_lsn(rd), lsn);
+
+    mem_page_store_set_durable_lsn(f->ms, lsn);
+    assert_int_equal(f->iface.wait_durable(f->iface.ctx,
+                                           hx_vfs_reply_lsn(rd), 0), HX_OK);
+    assert_int_equal(hx_vfs_reply_lsn(NULL), 0);
+    sqlite3_close(rd);
+    sqlite3_close(db);
+}
+
 /* The writer's cache keeps an image until storage can give it back
  * (DESIGN.md "The writer's page cache"). */
 static void test_cache_keeps_undurable_pages(void **state)
@@ -864,6 +914,7 @@ int main(void)
         T(test_crash_before_commit_exposes_nothing),
         T(test_last_commit_lsn_increases),
         T(test_commit_is_pipelined),
+        T(test_reply_lsn_covers_what_was_read),
         T(test_cache_keeps_undurable_pages),
         T(test_undurable_commit_lost_whole),
         T(test_writer_and_reader_threads),

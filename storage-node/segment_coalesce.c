@@ -1,0 +1,318 @@
+/* Coalescing: page versions materialized from the log (DESIGN.md "The read
+ * path", issue 7 "Coalescing").
+ *
+ * A page version is the page as of the LSN of one of its records:
+ *
+ *   'g' vol pg page_no lsn -> checksum(u64, over key + image) image
+ *   'b' vol pg             -> coalesced_lsn(u64) gc_lsn(u64)
+ *
+ * Invariants:
+ *  1. A version at (page, L) equals what replaying the page's records
+ *     <= L gives (segment_store_get_page before coalescing), and L is the
+ *     LSN of a record of that page.
+ *  2. Versions exist only at or below coalesced_lsn, and coalesced_lsn <=
+ *     SCL: a version never contains a record beyond the complete chain, so
+ *     no later gap fill or truncation can change what it should hold.
+ *     A truncation of [from, ...] deletes every version >= from and lowers
+ *     coalesced_lsn below from (coalesce_truncate) in its own batch.
+ *  3. Every page with a record at or below coalesced_lsn has a version at
+ *     its newest record at or below the cap of the pass that covered it;
+ *     so GetPage applies at most the records since the last pass.
+ *  4. The versions of a pass and its new coalesced_lsn are one synced
+ *     write: a crash keeps both or neither.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hx_err.h"
+#include "log.h"
+#include "record.h"
+#include "segment_store_internal.h"
+
+#define BG_META_LEN 16u
+/* Distinct pages one pass may materialize (bounds the batch's memory:
+ * this many page images). */
+#define COALESCE_PAGES_MAX 1024u
+#define PAGE_SET_SLOTS (2u * COALESCE_PAGES_MAX) /* power of two */
+
+static size_t key_bg(uint8_t *k, uint32_t vol, uint32_t pg)
+{
+    k[0] = KEY_BG;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    return 9;
+}
+
+int bg_meta_load(segment_store *s, segment *g, segment_store_why *why)
+{
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_bg(k, g->vol, g->pg);
+    char *val = NULL;
+    size_t vl = 0;
+    int rc = db_get(s, k, kl, &val, &vl, why);
+    if (rc != HX_OK)
+        return rc;
+    g->coalesced_lsn = g->gc_lsn = 0;
+    if (val != NULL && vl == BG_META_LEN) {
+        g->coalesced_lsn = get_be64((const uint8_t *)val);
+        g->gc_lsn = get_be64((const uint8_t *)val + 8);
+    } else if (val != NULL) {
+        /* Unknown format: start over; versions are rewritten, and reads
+         * below the lost horizon find no base and so must not be served:
+         * keep it at the SCL, the safe side. */
+        g->gc_lsn = hx_chain_scl(g->chain);
+        HX_WARN("segment %u/%u: background metadata of %zu bytes ignored; "
+                "reads below %" PRIu64 " refused", g->vol, g->pg, vl,
+                g->gc_lsn);
+    }
+    rocksdb_free(val);
+    return HX_OK;
+}
+
+void bg_meta_put(rocksdb_writebatch_t *wb, const segment *g)
+{
+    uint8_t k[KEY_MAX_LEN], v[BG_META_LEN];
+    size_t kl = key_bg(k, g->vol, g->pg);
+    put_be64(v, g->coalesced_lsn);
+    put_be64(v + 8, g->gc_lsn);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)v,
+                           sizeof v);
+}
+
+/* ---- versions --------------------------------------------------------- */
+
+static uint64_t version_sum(const uint8_t *key, size_t kl, const uint8_t *page,
+                            uint32_t page_size, uint8_t *scratch)
+{
+    memcpy(scratch, key, kl);
+    memcpy(scratch + kl, page, page_size);
+    return hx_checksum(scratch, kl + page_size);
+}
+
+void version_pack(uint8_t *buf, const uint8_t *key, size_t kl,
+                  const uint8_t *page, uint32_t page_size)
+{
+    uint8_t *scratch = buf + 8 + page_size;
+    put_be64(buf, version_sum(key, kl, page, page_size, scratch));
+    memcpy(buf + 8, page, page_size);
+}
+
+int version_verify(const uint8_t *key, size_t kl, const char *val, size_t vl,
+                   uint32_t page_size)
+{
+    if (vl != 8 + (size_t)page_size)
+        return HX_ERR_CHECKSUM;
+    uint8_t *scratch = malloc(KEY_MAX_LEN + page_size);
+    if (scratch == NULL)
+        return HX_ERR_NOMEM;
+    uint64_t sum = version_sum(key, kl, (const uint8_t *)val + 8, page_size,
+                               scratch);
+    free(scratch);
+    return sum == get_be64((const uint8_t *)val) ? HX_OK : HX_ERR_CHECKSUM;
+}
+
+int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
+                      uint64_t at, uint8_t *page, uint32_t page_size,
+                      uint64_t *lsn, segment_store_why *why)
+{
+    *lsn = 0;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, page_no, at);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+    const uint8_t *ik;
+    size_t ikl;
+    int rc = HX_OK;
+    if (iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl) &&
+        ikl == KEY_PAGE_LEN) {
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        uint64_t vlsn = get_be64(ik + 17);
+        rc = version_verify(ik, ikl, v, vl, page_size);
+        if (rc == HX_OK) {
+            memcpy(page, v + 8, page_size);
+            *lsn = vlsn;
+        } else if (rc == HX_ERR_CHECKSUM) {
+            repair_want_add(s, SEGMENT_STORE_REPAIR_VERSION, g->vol, g->pg,
+                            page_no, vlsn);
+            why_set(why, "segment %u/%u: stored version of page %" PRIu64
+                    " at %" PRIu64 " fails its checksum", g->vol, g->pg,
+                    page_no, vlsn);
+        }
+    }
+    if (rc == HX_OK)
+        rc = iter_status(it, why, "the page versions");
+    rocksdb_iter_destroy(it);
+    return rc;
+}
+
+/* ---- a pass ----------------------------------------------------------- */
+
+/* The distinct pages of one pass (open addressing, page_no + 1; 0 empty). */
+typedef struct {
+    uint64_t slot[PAGE_SET_SLOTS];
+    uint64_t page[COALESCE_PAGES_MAX];
+    size_t n;
+} page_set;
+
+/* false when full and page_no is new. */
+static bool page_set_add(page_set *ps, uint64_t page_no)
+{
+    size_t i = (size_t)(page_no * 0x9E3779B97F4A7C15ull) & (PAGE_SET_SLOTS - 1);
+    for (;; i = (i + 1) & (PAGE_SET_SLOTS - 1)) {
+        if (ps->slot[i] == page_no + 1)
+            return true;
+        if (ps->slot[i] == 0)
+            break;
+    }
+    if (ps->n == COALESCE_PAGES_MAX)
+        return false;
+    ps->slot[i] = page_no + 1;
+    ps->page[ps->n++] = page_no;
+    return true;
+}
+
+/* Walks the records above g->coalesced_lsn (at most *budget of them, and
+ * the pages they touch within COALESCE_PAGES_MAX), then writes each page
+ * as of the last record walked, with the new coalesced_lsn. */
+static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
+                            size_t *budget, size_t *written,
+                            segment_store_why *why)
+{
+    uint64_t scl = hx_chain_scl(g->chain);
+    uint32_t page_size = 0;
+    uint64_t pg_pages = 0;
+    if (g->coalesced_lsn >= scl || !seg_geometry(s, g, &page_size, &pg_pages))
+        return HX_OK;
+
+    memset(ps, 0, sizeof *ps);
+    uint64_t cap = g->coalesced_lsn;
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, g->vol, g->pg, g->coalesced_lsn + 1);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    int rc = HX_OK;
+    for (rocksdb_iter_seek(it, (const char *)k, kl);
+         *budget > 0 && iter_prefix(it, k, 9, &ik, &ikl);
+         rocksdb_iter_next(it)) {
+        if (ikl != KEY_LSN_LEN)
+            continue;
+        uint64_t lsn = get_be64(ik + 9);
+        if (lsn > scl)
+            break;
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        Hexad__Record *r =
+            hexad__record__unpack(NULL, vl, (const uint8_t *)v);
+        if (r == NULL) { /* materializing would fail on it: repair first */
+            repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, g->vol, g->pg, 0,
+                            lsn);
+            break;
+        }
+        bool fits = page_set_add(ps, r->page_no);
+        hexad__record__free_unpacked(r, NULL);
+        if (!fits)
+            break;
+        cap = lsn;
+        (*budget)--;
+    }
+    rc = iter_status(it, why, "records to coalesce");
+    rocksdb_iter_destroy(it);
+    if (rc != HX_OK || cap == g->coalesced_lsn)
+        return rc;
+
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    uint8_t *val = malloc(8 + (size_t)page_size + KEY_MAX_LEN + page_size);
+    if (val == NULL)
+        rc = HX_ERR_NOMEM;
+    for (size_t i = 0; rc == HX_OK && i < ps->n; i++) {
+        uint8_t *page = NULL;
+        size_t len = 0;
+        uint64_t page_lsn = 0;
+        rc = segment_store_get_page(s, g->vol, g->pg, ps->page[i], cap, &page,
+                                    &len, &page_lsn, why);
+        if (rc != HX_OK)
+            break;
+        kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i],
+                          page_lsn);
+        version_pack(val, k, kl, page, page_size);
+        rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)val,
+                               8 + (size_t)page_size);
+        free(page);
+    }
+    free(val);
+    uint64_t old = g->coalesced_lsn;
+    if (rc == HX_OK) {
+        g->coalesced_lsn = cap;
+        bg_meta_put(wb, g);
+        rc = store_write(s, wb, "page versions", why);
+        if (rc != HX_OK)
+            g->coalesced_lsn = old;
+    }
+    rocksdb_writebatch_destroy(wb);
+    if (rc == HX_OK) {
+        s->counters.page_versions_written += ps->n;
+        *written += ps->n;
+        HX_DEBUG("segment %u/%u: coalesced (%" PRIu64 ", %" PRIu64 "]: %zu "
+                 "page version(s)", g->vol, g->pg, old, cap, ps->n);
+    }
+    return rc;
+}
+
+int segment_store_coalesce(segment_store *s, size_t max_records,
+                           size_t *written, segment_store_why *why)
+{
+    size_t dummy = 0;
+    if (written == NULL)
+        written = &dummy;
+    *written = 0;
+    if (s->n_staged > 0) {
+        why_set(why, "appends are staged; flush first");
+        return HX_ERR_BUSY;
+    }
+    page_set *ps = malloc(sizeof *ps);
+    if (ps == NULL)
+        return HX_ERR_NOMEM;
+    int rc = HX_OK;
+    size_t budget = max_records;
+    for (size_t visited = 0;
+         rc == HX_OK && budget > 0 && visited < s->n_segs; visited++) {
+        size_t i = s->coalesce_next++ % s->n_segs;
+        rc = coalesce_segment(s, s->segs[i], ps, &budget, written, why);
+    }
+    free(ps);
+    s->counters.coalesce_passes++;
+    return rc;
+}
+
+int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
+                      uint64_t from, segment_store_why *why)
+{
+    uint8_t k[KEY_MAX_LEN];
+    key_page_tag(k, KEY_VERSION, g->vol, g->pg, 0, 0);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    const uint8_t *ik;
+    size_t ikl;
+    uint64_t dropped = 0;
+    for (rocksdb_iter_seek(it, (const char *)k, 9);
+         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
+        if (ikl == KEY_PAGE_LEN && get_be64(ik + 17) >= from) {
+            rocksdb_writebatch_delete(wb, (const char *)ik, ikl);
+            dropped++;
+        }
+    }
+    int rc = iter_status(it, why, "page versions to truncate");
+    rocksdb_iter_destroy(it);
+    if (rc != HX_OK)
+        return rc;
+    if (g->coalesced_lsn >= from)
+        g->coalesced_lsn = from - 1;
+    bg_meta_put(wb, g);
+    if (dropped > 0)
+        HX_INFO("segment %u/%u: %" PRIu64 " page version(s) at or above %"
+                PRIu64 " dropped with the truncation", g->vol, g->pg, dropped,
+                from);
+    return HX_OK;
+}

@@ -1,0 +1,320 @@
+/* Scrubbing and repair (DESIGN.md "Corruption", issue 7 "Scrubbing").
+ *
+ * Every stored record carries its writer's checksum (common/record.c) and
+ * every page version one over its key and image (segment_coalesce.c).
+ * Reads verify them (read_record, version_newest_le), and so does a scrub
+ * that walks the store a bounded number of items per call. A corrupt item
+ * is counted once and queued (`repairs`); the server fetches a peer's copy
+ * (PullRecords from lsn - 1 for a record, GetPage at the version's LSN for
+ * a version) and hands it to segment_store_repair_*, which verifies it and
+ * rewrites the item with one synced write.
+ *
+ * Invariants:
+ *  1. A read never returns a corrupt item: it answers HX_ERR_CHECKSUM (the
+ *     client reads another segment) until the item is repaired.
+ *  2. An item is rewritten only with a copy that verifies (the record's own
+ *     checksum and LSN; a version's length and page LSN), and only while
+ *     the corrupt item is still stored (GC or truncation may have removed
+ *     it meanwhile: the want is then dropped).
+ *  3. Each corrupt item is in `repairs` at most once.
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hx_err.h"
+#include "log.h"
+#include "record.h"
+#include "segment_store_internal.h"
+
+/* Corrupt items waiting at once; past it they are counted, and found
+ * again by a later scrub. */
+#define REPAIRS_MAX 4096u
+
+static size_t want_find(const segment_store *s, int kind, uint32_t vol,
+                        uint32_t pg, uint64_t page_no, uint64_t lsn)
+{
+    for (size_t i = 0; i < s->n_repairs; i++) {
+        const repair_want *w = &s->repairs[i];
+        if (w->kind == kind && w->vol == vol && w->pg == pg &&
+            w->lsn == lsn && w->page_no == page_no)
+            return i;
+    }
+    return SIZE_MAX;
+}
+
+static void want_remove(segment_store *s, size_t i)
+{
+    memmove(&s->repairs[i], &s->repairs[i + 1],
+            (s->n_repairs - i - 1) * sizeof *s->repairs);
+    s->n_repairs--;
+}
+
+void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
+                     uint64_t page_no, uint64_t lsn)
+{
+    if (want_find(s, kind, vol, pg, page_no, lsn) != SIZE_MAX)
+        return;
+    s->counters.checksum_failures++;
+    if (s->n_repairs == REPAIRS_MAX)
+        return;
+    if (s->n_repairs == s->cap_repairs) {
+        size_t ncap = s->cap_repairs ? s->cap_repairs * 2 : 16;
+        repair_want *nr = realloc(s->repairs, ncap * sizeof *nr);
+        if (nr == NULL)
+            return;
+        s->repairs = nr;
+        s->cap_repairs = ncap;
+    }
+    s->repairs[s->n_repairs++] =
+        (repair_want){vol, pg, page_no, lsn, kind};
+}
+
+size_t segment_store_repair_count(const segment_store *s)
+{
+    return s->n_repairs;
+}
+
+void segment_store_repair_at(const segment_store *s, size_t i,
+                             segment_store_repair *out)
+{
+    const repair_want *w = &s->repairs[i];
+    *out = (segment_store_repair){w->kind, w->vol, w->pg, w->page_no, w->lsn};
+}
+
+/* ---- scrub ------------------------------------------------------------ */
+
+static bool scrub_record(segment_store *s, const uint8_t *k, const char *v,
+                         size_t vl)
+{
+    uint64_t lsn = get_be64(k + 9);
+    Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
+    bool ok = r != NULL && r->lsn == lsn && hx_record_verify(r) == HX_OK;
+    if (r)
+        hexad__record__free_unpacked(r, NULL);
+    if (!ok)
+        repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, get_be32(k + 1),
+                        get_be32(k + 5), 0, lsn);
+    return ok;
+}
+
+static bool scrub_version(segment_store *s, const uint8_t *k, const char *v,
+                          size_t vl)
+{
+    const segment *g = seg_find(s, get_be32(k + 1), get_be32(k + 5));
+    uint32_t page_size = 0;
+    uint64_t pg_pages = 0;
+    if (g == NULL || !seg_geometry(s, g, &page_size, &pg_pages))
+        return true; /* a segment being reloaded: a later scrub sees it */
+    if (version_verify(k, KEY_PAGE_LEN, v, vl, page_size) != HX_ERR_CHECKSUM)
+        return true;
+    repair_want_add(s, SEGMENT_STORE_REPAIR_VERSION, g->vol, g->pg,
+                    get_be64(k + 9), get_be64(k + 17));
+    return false;
+}
+
+int segment_store_scrub(segment_store *s, size_t max_items,
+                        segment_store_why *why)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    if (s->scrub_key_len == 0) {
+        s->scrub_key[0] = KEY_VERSION;
+        s->scrub_key_len = 1;
+    }
+    rocksdb_iter_seek(it, (const char *)s->scrub_key, s->scrub_key_len);
+    size_t bad = 0;
+    /* Keys are walked in order: 'g' (versions) ... 'p' ... 'r' (records);
+     * the index in between is skipped with one seek. */
+    for (size_t seen = 0; seen < max_items; seen++) {
+        if (!rocksdb_iter_valid(it))
+            break;
+        size_t kl = 0, vl = 0;
+        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
+        if (k[0] > KEY_RECORD)
+            break;
+        if (k[0] != KEY_VERSION && k[0] != KEY_RECORD) {
+            uint8_t next = k[0] < KEY_VERSION ? KEY_VERSION : KEY_RECORD;
+            rocksdb_iter_seek(it, (const char *)&next, 1);
+            continue;
+        }
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (k[0] == KEY_RECORD && kl == KEY_LSN_LEN)
+            bad += !scrub_record(s, k, v, vl);
+        else if (k[0] == KEY_VERSION && kl == KEY_PAGE_LEN)
+            bad += !scrub_version(s, k, v, vl);
+        rocksdb_iter_next(it);
+    }
+    bool done = !rocksdb_iter_valid(it);
+    if (!done) {
+        size_t kl = 0;
+        const char *k = rocksdb_iter_key(it, &kl);
+        done = kl == 0 || (uint8_t)k[0] > KEY_RECORD;
+        if (!done) {
+            s->scrub_key_len = kl < KEY_MAX_LEN ? kl : KEY_MAX_LEN;
+            memcpy(s->scrub_key, k, s->scrub_key_len);
+        }
+    }
+    if (done)
+        s->scrub_key_len = 0; /* the next call starts over */
+    int rc = iter_status(it, why, "the store (scrub)");
+    rocksdb_iter_destroy(it);
+    s->counters.scrub_passes++;
+    if (bad > 0)
+        HX_WARN("scrub: %zu corrupt item(s) found; %zu waiting for a peer's "
+                "copy", bad, s->n_repairs);
+    return rc;
+}
+
+/* ---- repair ----------------------------------------------------------- */
+
+static bool key_present(segment_store *s, const uint8_t *k, size_t kl)
+{
+    char *val = NULL;
+    size_t vl = 0;
+    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
+        return false;
+    rocksdb_free(val);
+    return true;
+}
+
+int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
+                                const Hexad__Record *r,
+                                segment_store_why *why)
+{
+    size_t i = want_find(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, r->lsn);
+    if (i == SIZE_MAX) {
+        why_set(why, "record %" PRIu64 " of %u/%u is not waiting for repair",
+                r->lsn, vol, pg);
+        return HX_ERR_NOT_FOUND;
+    }
+    if (hx_record_verify(r) != HX_OK) {
+        why_set(why, "the peer's copy of record %" PRIu64 " fails its "
+                "checksum too", r->lsn);
+        return HX_ERR_CHECKSUM;
+    }
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_lsn(k, KEY_RECORD, vol, pg, r->lsn);
+    if (!key_present(s, k, kl)) { /* collected or truncated meanwhile */
+        want_remove(s, i);
+        return HX_OK;
+    }
+    size_t len = hexad__record__get_packed_size(r);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return HX_ERR_NOMEM;
+    hexad__record__pack(r, buf);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
+    /* The index keys as an append writes them (invariant 4 of the store);
+     * the originals are already there unless the index was hit too. */
+    uint8_t fl[4];
+    put_be32(fl, r->flags);
+    uint8_t pk[KEY_MAX_LEN];
+    size_t pkl = key_page(pk, vol, pg, r->page_no, r->lsn);
+    rocksdb_writebatch_put(wb, (const char *)pk, pkl, (const char *)fl, 4);
+    if (r->flags & HX_RECORD_CPL) {
+        pkl = key_lsn(pk, KEY_CPL, vol, pg, r->lsn);
+        rocksdb_writebatch_put(wb, (const char *)pk, pkl, "", 0);
+    }
+    int rc = store_write(s, wb, "a repaired record", why);
+    rocksdb_writebatch_destroy(wb);
+    free(buf);
+    if (rc != HX_OK)
+        return rc;
+    want_remove(s, i);
+    s->counters.repairs++;
+    HX_INFO("segment %u/%u: record %" PRIu64 " repaired from a peer's copy "
+            "(%" PRIu64 " repair(s), %" PRIu64 " checksum failure(s))", vol,
+            pg, r->lsn, s->counters.repairs, s->counters.checksum_failures);
+    return HX_OK;
+}
+
+int segment_store_repair_version(segment_store *s, uint32_t vol, uint32_t pg,
+                                 uint64_t page_no, uint64_t page_lsn,
+                                 const uint8_t *page, size_t len,
+                                 segment_store_why *why)
+{
+    size_t i = want_find(s, SEGMENT_STORE_REPAIR_VERSION, vol, pg, page_no,
+                         page_lsn);
+    const segment *g = seg_find(s, vol, pg);
+    uint32_t page_size = 0;
+    uint64_t pg_pages = 0;
+    if (i == SIZE_MAX || g == NULL ||
+        !seg_geometry(s, g, &page_size, &pg_pages)) {
+        why_set(why, "version %" PRIu64 "@%" PRIu64 " of %u/%u is not "
+                "waiting for repair", page_no, page_lsn, vol, pg);
+        return HX_ERR_NOT_FOUND;
+    }
+    if (len != page_size) {
+        why_set(why, "the peer's page has %zu bytes, pages have %u", len,
+                page_size);
+        return HX_ERR_INVALID;
+    }
+    uint8_t k[KEY_MAX_LEN];
+    size_t kl = key_page_tag(k, KEY_VERSION, vol, pg, page_no, page_lsn);
+    if (!key_present(s, k, kl)) {
+        want_remove(s, i);
+        return HX_OK;
+    }
+    uint8_t *val = malloc(8 + (size_t)page_size + KEY_MAX_LEN + page_size);
+    if (val == NULL)
+        return HX_ERR_NOMEM;
+    version_pack(val, k, kl, page, page_size);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)val,
+                           8 + (size_t)page_size);
+    int rc = store_write(s, wb, "a repaired page version", why);
+    rocksdb_writebatch_destroy(wb);
+    free(val);
+    if (rc != HX_OK)
+        return rc;
+    want_remove(s, i);
+    s->counters.repairs++;
+    HX_INFO("segment %u/%u: version of page %" PRIu64 " at %" PRIu64
+            " repaired from a peer's copy (%" PRIu64 " repair(s))", vol, pg,
+            page_no, page_lsn, s->counters.repairs);
+    return HX_OK;
+}
+
+/* ---- fault injection -------------------------------------------------- */
+
+int segment_store_corrupt_records(segment_store *s, size_t every, size_t max,
+                                  FILE *out, size_t *n,
+                                  segment_store_why *why)
+{
+    *n = 0;
+    if (every == 0)
+        every = 1;
+    uint8_t k[1] = {KEY_RECORD};
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    const uint8_t *ik;
+    size_t ikl, seen = 0;
+    for (rocksdb_iter_seek(it, (const char *)k, 1);
+         *n < max && iter_prefix(it, k, 1, &ik, &ikl);
+         rocksdb_iter_next(it)) {
+        if (ikl != KEY_LSN_LEN || seen++ % every != 0)
+            continue;
+        size_t vl = 0;
+        const char *v = rocksdb_iter_value(it, &vl);
+        if (vl == 0)
+            continue;
+        char *bad = malloc(vl);
+        if (bad == NULL)
+            break;
+        memcpy(bad, v, vl);
+        bad[vl / 2] ^= (char)0x5a; /* inside the record, not its framing */
+        rocksdb_writebatch_put(wb, (const char *)ik, ikl, bad, vl);
+        free(bad);
+        if (out)
+            fprintf(out, "%u %u %" PRIu64 "\n", get_be32(ik + 1),
+                    get_be32(ik + 5), get_be64(ik + 9));
+        (*n)++;
+    }
+    int rc = iter_status(it, why, "records to corrupt");
+    rocksdb_iter_destroy(it);
+    if (rc == HX_OK && *n > 0)
+        rc = store_write(s, wb, "corrupted records", why);
+    rocksdb_writebatch_destroy(wb);
+    return rc;
+}

@@ -1,0 +1,269 @@
+/* The segment store's internals, shared by the files that implement it:
+ * segment_store.c (appends, reads, truncation, gossip), segment_coalesce.c
+ * (page versions), segment_gc.c (garbage collection) and segment_scrub.c
+ * (checksums and repair). Nothing outside storage-node/segment_*.c includes
+ * it. The key layout and the invariants are in segment_store.c's header
+ * comment.
+ */
+#ifndef HX_SEGMENT_STORE_INTERNAL_H
+#define HX_SEGMENT_STORE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <rocksdb/c.h>
+
+#include "chain.h"
+#include "config.h"
+#include "node_counters.h"
+#include "quorum.h"
+#include "segment_store.h"
+
+/* ------------------------------------------------------------------------
+ * Keys.
+ * ---------------------------------------------------------------------- */
+
+#define KEY_VOLUME 'v'
+#define KEY_SEGMENT 's'
+#define KEY_RECORD 'r'
+#define KEY_PAGE 'p'
+#define KEY_CPL 'c'
+#define KEY_VERSION 'g'   /* page versions (segment_coalesce.c) */
+#define KEY_BG 'b'        /* coalesce / GC progress (segment_coalesce.c) */
+
+#define KEY_VOLUME_LEN 5u      /* 'v' vol */
+#define KEY_SEGMENT_LEN 9u     /* 's' vol pg */
+#define KEY_LSN_LEN 17u        /* 'r'|'c' vol pg lsn */
+#define KEY_PAGE_PREFIX_LEN 17u /* 'p' vol pg page_no */
+#define KEY_PAGE_LEN 25u       /* 'p'|'g' vol pg page_no lsn */
+#define KEY_MAX_LEN 25u
+
+#define PAGE_SIZE_MIN 512u
+#define PAGE_SIZE_MAX 65536u
+
+static inline void put_be32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (24 - 8 * i));
+}
+
+static inline void put_be64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (56 - 8 * i));
+}
+
+static inline uint32_t get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
+static inline uint64_t get_be64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static inline size_t key_volume(uint8_t *k, uint32_t vol)
+{
+    k[0] = KEY_VOLUME;
+    put_be32(k + 1, vol);
+    return KEY_VOLUME_LEN;
+}
+
+static inline size_t key_segment(uint8_t *k, uint32_t vol, uint32_t pg)
+{
+    k[0] = KEY_SEGMENT;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    return KEY_SEGMENT_LEN;
+}
+
+/* 'r' or 'c' key; with lsn omitted (prefix use) the first 9 bytes. */
+static inline size_t key_lsn(uint8_t *k, char tag, uint32_t vol, uint32_t pg,
+                      uint64_t lsn)
+{
+    k[0] = (uint8_t)tag;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    put_be64(k + 9, lsn);
+    return KEY_LSN_LEN;
+}
+
+/* 'p' key (the page index) or, with tag KEY_VERSION, a page version. */
+static inline size_t key_page_tag(uint8_t *k, char tag, uint32_t vol,
+                                  uint32_t pg, uint64_t page_no, uint64_t lsn)
+{
+    k[0] = (uint8_t)tag;
+    put_be32(k + 1, vol);
+    put_be32(k + 5, pg);
+    put_be64(k + 9, page_no);
+    put_be64(k + 17, lsn);
+    return KEY_PAGE_LEN;
+}
+
+static inline size_t key_page(uint8_t *k, uint32_t vol, uint32_t pg,
+                              uint64_t page_no, uint64_t lsn)
+{
+    return key_page_tag(k, KEY_PAGE, vol, pg, page_no, lsn);
+}
+
+/* ------------------------------------------------------------------------
+ * In-memory state.
+ * ---------------------------------------------------------------------- */
+
+typedef struct {
+    uint64_t from, to, epoch;
+} trunc_range;
+
+typedef struct {
+    uint32_t vol;
+    uint64_t epoch;
+    uint32_t page_size; /* 0: geometry not known yet */
+    uint64_t pg_pages;
+    bool in_batch;      /* touched by the batch being built */
+} volume;
+
+typedef struct {
+    uint32_t vol, pg;
+    uint64_t membership_epoch;
+    size_t n_members;   /* 0: created by a truncate, first append fills */
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+    uint32_t page_size; /* 0: geometry not known yet */
+    uint64_t pg_pages;
+    size_t n_trunc;     /* sorted by from, disjoint */
+    trunc_range trunc[SEGMENT_STORE_TRUNCATIONS_MAX];
+    hx_chain *chain;
+    uint64_t records;   /* records stored */
+    bool in_batch;
+    /* Background work ('b' key; segment_coalesce.c, segment_gc.c). */
+    uint64_t coalesced_lsn; /* every page has a version as of it; <= SCL */
+    uint64_t gc_lsn;        /* reads below it are refused (collected) */
+    uint64_t min_read_lsn;  /* the writer's lowest read point (in memory) */
+    uint64_t gc_cand_lsn, gc_cand_ms; /* min_read_lsn seen at gc_cand_ms */
+    uint64_t gc_cursor;     /* next page number a GC pass looks at */
+} segment;
+
+typedef struct {
+    uint64_t lsn, prev_lsn, page_no, epoch;
+    uint64_t patch_end; /* highest offset + len of its patches */
+    uint32_t flags;
+    size_t off, len;    /* its packed bytes in staged_append.bytes */
+} staged_rec;
+
+typedef struct {
+    void *cookie;
+    uint32_t vol, pg;
+    uint64_t volume_epoch, membership_epoch;
+    size_t n_members;
+    char members[HX_PG_MEMBERS][HX_ID_MAX];
+    char members_err[128]; /* "" when the list is usable */
+    uint32_t page_size;    /* request geometry, 0 when absent */
+    uint64_t pg_pages;
+    int stage_rc;          /* stateless refusal found when staged */
+    char stage_msg[192];
+    size_t n_recs;
+    staged_rec *recs;
+    uint8_t *bytes;
+    size_t n_bytes;
+    uint64_t min_read_lsn; /* AppendRecords.min_read_lsn, 0 when absent */
+    segment_store_append_result res;
+} staged_append;
+
+/* A stored record or page version found corrupt, waiting for a peer's
+ * copy (segment_scrub.c). */
+typedef struct {
+    uint32_t vol, pg;
+    uint64_t page_no;   /* VERSION only */
+    uint64_t lsn;
+    int kind;           /* SEGMENT_STORE_REPAIR_* */
+} repair_want;
+
+struct segment_store {
+    rocksdb_t *db;
+    rocksdb_options_t *opts;
+    rocksdb_writeoptions_t *wsync;
+    rocksdb_readoptions_t *ropts;
+    char node_id[HX_ID_MAX];
+    char path[600];
+
+    volume **vols;   /* sorted by vol */
+    size_t n_vols, cap_vols;
+    segment **segs;  /* sorted by (vol, pg) */
+    size_t n_segs, cap_segs;
+
+    staged_append *staged;
+    size_t n_staged, cap_staged;
+    size_t staged_bytes;
+
+    hx_node_counters counters;
+    uint64_t retention_ms;  /* GC keeps what is younger (segment_gc.c) */
+    size_t coalesce_next;   /* segment index the next pass starts at */
+    uint8_t scrub_key[KEY_MAX_LEN]; /* the next key a scrub looks at */
+    size_t scrub_key_len;
+    uint64_t gc_bytes_since_compact;
+    repair_want *repairs;   /* corrupt, not yet rewritten */
+    size_t n_repairs, cap_repairs;
+
+    unsigned inject_count;
+    char inject_msg[200];
+};
+
+/* ---- helpers defined in segment_store.c ------------------------------- */
+
+void why_set(segment_store_why *why, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+int rocks_err(const char *msg);
+volume *vol_find(const segment_store *s, uint32_t vol);
+segment *seg_find(const segment_store *s, uint32_t vol, uint32_t pg);
+bool seg_geometry(const segment_store *s, const segment *g,
+                  uint32_t *page_size, uint64_t *pg_pages);
+bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix, size_t plen,
+                 const uint8_t **key, size_t *klen);
+int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
+                const char *what);
+int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
+           size_t *vl, segment_store_why *why);
+int store_write(segment_store *s, rocksdb_writebatch_t *wb, const char *what,
+                segment_store_why *why);
+int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
+                Hexad__Record **out, segment_store_why *why);
+
+/* ---- segment_coalesce.c ----------------------------------------------- */
+
+/* Loads g's 'b' key (coalesced_lsn, gc_lsn); absent: both 0. */
+int bg_meta_load(segment_store *s, segment *g, segment_store_why *why);
+/* Puts g's 'b' key into wb. */
+void bg_meta_put(rocksdb_writebatch_t *wb, const segment *g);
+/* The newest verified page version of page_no at or below at, into page
+ * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none.
+ * HX_ERR_CHECKSUM (a corrupt one: counted, its repair queued), HX_ERR_IO. */
+int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
+                      uint64_t at, uint8_t *page, uint32_t page_size,
+                      uint64_t *lsn, segment_store_why *why);
+/* A page version's value: checksum over its key and image, then the
+ * image. buf holds the value (8 + page_size bytes) followed by scratch
+ * room (KEY_MAX_LEN + page_size bytes). */
+void version_pack(uint8_t *buf, const uint8_t *key, size_t kl,
+                  const uint8_t *page, uint32_t page_size);
+/* HX_OK when val (vl bytes) is a sound version for key of a page_size page. */
+int version_verify(const uint8_t *key, size_t kl, const char *val, size_t vl,
+                   uint32_t page_size);
+/* For a truncation of [from, ...]: puts into wb the deletion of every
+ * page version of g at or above from (they may hold truncated records) and
+ * lowers g->coalesced_lsn below from. */
+int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
+                      uint64_t from, segment_store_why *why);
+
+/* ---- segment_scrub.c -------------------------------------------------- */
+
+/* Records a corrupt record (kind SEGMENT_STORE_REPAIR_RECORD) or page
+ * version; counts a checksum failure the first time it is seen. */
+void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
+                     uint64_t page_no, uint64_t lsn);
+
+#endif

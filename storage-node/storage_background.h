@@ -1,0 +1,26 @@
+/* A storage node's background work on its segment store (DESIGN.md
+ * "Storage node" (5), (7), (8)): coalescing, garbage collection, scrubbing,
+ * and the repair of corrupt items from a peer's copy. It runs on the
+ * server's event loop, a bounded amount per timer tick, and owns its own
+ * connections to the peers (opened only while a repair is wanted).
+ */
+#ifndef HX_STORAGE_BACKGROUND_H
+#define HX_STORAGE_BACKGROUND_H
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "segment_store.h"
+
+typedef struct storage_bg storage_bg;
+
+/* Starts the timers for node self_id of cluster (copied: the peers'
+ * addresses, retention_s). The store must outlive the returned object.
+ * HX_ERR_NOMEM, HX_ERR_IO (an event could not be created). */
+int storage_bg_create(struct event_base *base, segment_store *store,
+                      const hx_cluster_cfg *cluster, const char *self_id,
+                      storage_bg **out);
+/* Stops the timers and closes the repair connections. NULL is a no-op. */
+void storage_bg_destroy(storage_bg *bg);
+
+#endif

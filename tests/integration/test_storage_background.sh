@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Issue 7: a storage node's background work, on a real 9-node cluster.
+#
+#   (b) scrub and repair: a PG 0 member is stopped, records inside its
+#       RocksDB are corrupted (hexad-storage --corrupt-records), it is
+#       restarted: every corrupt record is detected and rewritten from a
+#       peer's copy (counted in its log), and every acknowledged write reads
+#       back (hexadctl verify: no client sees a corrupt byte).
+#   (a) garbage collection: 100 thousand updates of the same 100 pages;
+#       with retention_s=2 every PG 0 member's data directory ends under
+#       DISK_BOUND_KB, and everything still reads back.
+#
+# (b) runs first, with the default retention (nothing collected), so the
+# records it corrupts are still there; (a) restarts every node with
+# retention_s=2.
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+hx_require_bins HEXAD_STORAGE_BIN HEXADCTL_BIN
+command -v jq >/dev/null || hx_fail "jq is not installed; run 'bash deploy/install-deps.sh'"
+
+VOL=2                   # load/verify's own volume
+PAGES=100
+CORRUPT=20              # records corrupted in (b)
+REPAIR_DEADLINE_S=60
+UPDATES=100000
+LOAD_DEADLINE_S=900
+GC_DEADLINE_S=120
+# Live data of a PG 0 member after GC: 100 page versions of 4 KiB (one
+# base each, maybe one newer) = 0.4-0.8 MiB, plus the records of the last
+# retention window, plus RocksDB's fixed files (MANIFEST, OPTIONS, LOG
+# files, at most keep_log_file_num=4 of them). Without GC the same member
+# holds every record (~100 B each, 10 MB) and a page version per page per
+# coalescing pass (tens of MB).
+DISK_BOUND_KB=8192
+
+hx_pick_ports 64
+bash "$HX_REPO/deploy/local/gen-cluster.sh" --data "$HX_TMP/data" \
+    --base-port "$HX_BASE_PORT" --pg-port $((HX_BASE_PORT + 200)) \
+    --out "$HX_CONF" >/dev/null
+mapfile -t IDS < <(hx_storage_ids)
+for id in "${IDS[@]}"; do hx_start_node "$id"; done
+hx_log "cluster up: ${#IDS[@]} storage nodes, dir $HX_TMP"
+
+ctl() { hx_ctl_t "$1" --volume "$VOL" "${@:2}"; }
+
+# The data directory of node $1 (the cluster file's data=).
+data_dir() {
+    awk -v id="$1" '$1 == "storage" && $0 ~ ("id=" id " ") {
+        for (i = 2; i <= NF; i++) if ($i ~ /^data=/) print substr($i, 6) }' "$HX_CONF"
+}
+
+pg0_members() {
+    ctl 60 status --json 2>>"$HX_LOGS/ctl-status.log" |
+        jq -r '.pgs[] | select(.pg == 0) | .members[] | .node' | sort
+}
+
+repairs_logged() {  # node -> number of records repaired since its last start
+    awk '/^--- .* start$/ { n = 0 } /repaired from a peer/ { n++ } END { print n + 0 }' \
+        "$HX_LOGS/$1.log"
+}
+
+# ---- (b) corruption is detected, repaired from a peer, never read -------
+
+J1=$HX_TMP/journal-b
+ctl 300 load --count 5000 --pages "$PAGES" --journal "$J1" \
+    >"$HX_LOGS/load-b.log" 2>&1 || hx_fail "load of 5000 writes failed (see $HX_LOGS/load-b.log)"
+[ "$(hx_lines "$J1")" -eq 5000 ] || hx_fail "load acknowledged $(hx_lines "$J1") of 5000 writes"
+mapfile -t MEMBERS < <(pg0_members)
+[ "${#MEMBERS[@]}" -eq 6 ] || hx_fail "PG 0 has ${#MEMBERS[@]} members, expected 6"
+X=${MEMBERS[0]}
+hx_stop_node "$X"
+"$HEXAD_STORAGE_BIN" --cluster "$HX_CONF" --id "$X" --corrupt-records "$CORRUPT" \
+    >"$HX_TMP/corrupted" 2>>"$HX_LOGS/$X.log" || hx_fail "hexad-storage --corrupt-records failed"
+n_bad=$(hx_lines "$HX_TMP/corrupted")
+[ "$n_bad" -eq "$CORRUPT" ] || hx_fail "$n_bad records corrupted, expected $CORRUPT"
+t0=$(hx_now_ms)
+hx_start_node "$X"
+ctl 300 verify --journal "$J1" --pages "$PAGES" >"$HX_LOGS/verify-b1.log" 2>&1 ||
+    hx_fail "verify right after the restart of $X with $CORRUPT corrupt records failed (see $HX_LOGS/verify-b1.log)"
+wait_until "[ \$(repairs_logged $X) -ge $CORRUPT ]" "$REPAIR_DEADLINE_S" 0.2 ||
+    hx_fail "$X repaired $(repairs_logged "$X") of $CORRUPT corrupt records within ${REPAIR_DEADLINE_S}s"
+repair_ms=$(( $(hx_now_ms) - t0 ))
+failures=$(grep 'repaired from a peer' "$HX_LOGS/$X.log" | tail -n 1 |
+    sed -n 's/.*, \([0-9]*\) checksum failure.*/\1/p')
+[ "${failures:-0}" -ge "$CORRUPT" ] ||
+    hx_fail "$X counted ${failures:-0} checksum failures, expected at least $CORRUPT"
+ctl 300 verify --journal "$J1" --pages "$PAGES" >"$HX_LOGS/verify-b2.log" 2>&1 ||
+    hx_fail "verify after the repairs failed (see $HX_LOGS/verify-b2.log)"
+hx_pass "(b) $CORRUPT corrupt records on $X detected and repaired from peers within ${repair_ms} ms of its restart ($failures checksum failures counted); every write reads back"
+
+# ---- (a) disk use stays bounded under updates of the same pages ---------
+
+for id in "${IDS[@]}"; do hx_stop_node "$id"; done
+sed -i 's/^cluster /cluster retention_s=2 /' "$HX_CONF"
+for id in "${IDS[@]}"; do hx_start_node "$id"; done
+J2=$HX_TMP/journal-a
+t0=$(hx_now_ms)
+ctl "$LOAD_DEADLINE_S" load --count "$UPDATES" --start 5000 --pages "$PAGES" --journal "$J2" \
+    >"$HX_LOGS/load-a.log" 2>&1 || hx_fail "load of $UPDATES updates failed (see $HX_LOGS/load-a.log)"
+load_ms=$(( $(hx_now_ms) - t0 ))
+[ "$(hx_lines "$J2")" -eq "$UPDATES" ] || hx_fail "load acknowledged $(hx_lines "$J2") of $UPDATES"
+
+# The writer is gone (it sent its last min_read_lsn with its last
+# appends): GC catches up to it within a couple of retention windows.
+kb_of() { du -sk "$(data_dir "$1")" | cut -f1; }
+all_small() {
+    local m
+    for m in "${MEMBERS[@]}"; do [ "$(kb_of "$m")" -le "$DISK_BOUND_KB" ] || return 1; done
+}
+wait_until all_small "$GC_DEADLINE_S" 0.5 || {
+    for m in "${MEMBERS[@]}"; do echo "$m: $(kb_of "$m") KiB" >&2; done
+    hx_fail "PG 0 members still use more than $DISK_BOUND_KB KiB ${GC_DEADLINE_S}s after $UPDATES updates"
+}
+sizes=""
+for m in "${MEMBERS[@]}"; do sizes="$sizes $m=$(kb_of "$m")KiB"; done
+ctl 300 verify --journal "$J2" --pages "$PAGES" >"$HX_LOGS/verify-a.log" 2>&1 ||
+    hx_fail "verify after GC failed (see $HX_LOGS/verify-a.log)"
+hx_pass "(a) $UPDATES updates of $PAGES pages in ${load_ms} ms; after GC every PG 0 member is under $DISK_BOUND_KB KiB:$sizes; every write reads back"

@@ -1,0 +1,604 @@
+/* Unit tests of the segment store's background work (issue 7):
+ * coalescing (segment_coalesce.c), garbage collection (segment_gc.c) and
+ * scrubbing with repair (segment_scrub.c), against a real RocksDB in
+ * temporary directories (removed at the end).
+ *
+ * Reads are compared with a reference model: the page as every record at
+ * or below the read point, applied in LSN order, makes it.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <rocksdb/c.h>
+
+#include "hx_err.h"
+#include "record.h"
+#include "segment_store.h"
+
+#define PAGE_SIZE 512u
+#define PG_PAGES 1000u
+#define VOL 1u
+#define MAX_LSN 6000u
+
+/* ---- records and the reference model ------------------------------------ */
+
+typedef struct {
+    Hexad__Record rec;
+    Hexad__Patch patch;
+    Hexad__Patch *pp[1];
+    uint8_t data[PAGE_SIZE];
+} trec;
+
+/* Every record made, by LSN (the model replays them). */
+static trec *made[MAX_LSN + 1];
+
+static uint64_t rng_state = 88172645463325252ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+/* Record lsn on page: a random patch, or (image) a whole page. */
+static trec *mkrec(uint64_t lsn, uint64_t prev, uint64_t page, bool image,
+                   uint64_t epoch)
+{
+    trec *t = calloc(1, sizeof *t);
+    assert_non_null(t);
+    hexad__record__init(&t->rec);
+    hexad__patch__init(&t->patch);
+    uint32_t off = 0, len = PAGE_SIZE;
+    if (!image) {
+        off = (uint32_t)(rnd() % PAGE_SIZE);
+        len = 1 + (uint32_t)(rnd() % (PAGE_SIZE - off < 24 ? PAGE_SIZE - off
+                                                            : 24));
+    }
+    for (uint32_t i = 0; i < len; i++)
+        t->data[i] = (uint8_t)rnd();
+    t->patch.offset = off;
+    t->patch.data.data = t->data;
+    t->patch.data.len = len;
+    t->pp[0] = &t->patch;
+    t->rec.lsn = lsn;
+    t->rec.prev_lsn = prev;
+    t->rec.page_no = page;
+    t->rec.flags = image ? HX_RECORD_IMAGE : 0;
+    t->rec.epoch = epoch;
+    t->rec.n_patches = 1;
+    t->rec.patches = t->pp;
+    hx_record_seal(&t->rec);
+    free(made[lsn]);
+    made[lsn] = t;
+    return t;
+}
+
+/* The page as of read_lsn by the model; *page_lsn its newest record. */
+static void model_page(uint64_t page, uint64_t read_lsn,
+                       uint8_t out[PAGE_SIZE], uint64_t *page_lsn)
+{
+    memset(out, 0, PAGE_SIZE);
+    *page_lsn = 0;
+    for (uint64_t l = 1; l <= read_lsn && l <= MAX_LSN; l++) {
+        if (made[l] == NULL || made[l]->rec.page_no != page)
+            continue;
+        if (made[l]->rec.flags & HX_RECORD_IMAGE)
+            memset(out, 0, PAGE_SIZE);
+        assert_int_equal(hx_record_apply(&made[l]->rec, out, PAGE_SIZE),
+                         HX_OK);
+        *page_lsn = l;
+    }
+}
+
+static void forget_all(void)
+{
+    for (size_t i = 0; i <= MAX_LSN; i++) {
+        free(made[i]);
+        made[i] = NULL;
+    }
+}
+
+static const char *members6[6] = {"s1", "s2", "s3", "s4", "s5", "s6"};
+
+/* Appends records [from, to] (already made) to PG 0 with the given epoch
+ * and min_read_lsn. */
+static void append_range(segment_store *s, uint64_t from, uint64_t to,
+                         uint64_t epoch, uint64_t min_read)
+{
+    Hexad__Record *ptrs[64];
+    for (uint64_t lo = from; lo <= to; lo += 64) {
+        size_t n = 0;
+        for (uint64_t l = lo; l <= to && n < 64; l++)
+            ptrs[n++] = &made[l]->rec;
+        Hexad__AppendRecords req = HEXAD__APPEND_RECORDS__INIT;
+        Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
+        geo.page_size = PAGE_SIZE;
+        geo.pg_pages = PG_PAGES;
+        req.volume = VOL;
+        req.pg = 0;
+        req.volume_epoch = epoch;
+        req.membership_epoch = 1;
+        req.members = (char **)members6;
+        req.n_members = 6;
+        req.geometry = &geo;
+        req.records = ptrs;
+        req.n_records = n;
+        req.min_read_lsn = min_read;
+        segment_store_append_result res;
+        assert_int_equal(segment_store_append(s, &req, &res), HX_OK);
+    }
+}
+
+/* Makes records [from, to] chained, on pages 0..pages-1 at random, one in
+ * `image_every` a whole-page image. */
+static void make_range(uint64_t from, uint64_t to, uint64_t pages,
+                       unsigned image_every, uint64_t epoch)
+{
+    for (uint64_t l = from; l <= to; l++)
+        mkrec(l, l - 1, rnd() % pages, rnd() % image_every == 0, epoch);
+}
+
+/* ---- stores in temporary directories ------------------------------------ */
+
+typedef struct {
+    char dir[64];
+    segment_store *s;
+} tstore;
+
+static int rm_cb(const char *path, const struct stat *sb, int flag,
+                 struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void ts_open(tstore *t, const char *id)
+{
+    snprintf(t->dir, sizeof t->dir, "/tmp/hx_test_segbg_XXXXXX");
+    assert_non_null(mkdtemp(t->dir));
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_open(t->dir, id, &t->s, &why), HX_OK);
+}
+
+static void ts_reopen(tstore *t)
+{
+    segment_store_close(t->s);
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_open(t->dir, "s1", &t->s, &why), HX_OK);
+}
+
+static void ts_close(tstore *t)
+{
+    segment_store_close(t->s);
+    nftw(t->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static int get(segment_store *s, uint64_t page, uint64_t read_lsn,
+               uint8_t out[PAGE_SIZE], uint64_t *page_lsn)
+{
+    uint8_t *p = NULL;
+    size_t len = 0;
+    segment_store_why why = {0};
+    int rc = segment_store_get_page(s, VOL, 0, page, read_lsn, &p, &len,
+                                    page_lsn, &why);
+    if (rc == HX_OK) {
+        assert_int_equal(len, PAGE_SIZE);
+        memcpy(out, p, PAGE_SIZE);
+    }
+    free(p);
+    return rc;
+}
+
+/* Every page in [0, pages) at every `step`-th read point in [lo, hi]
+ * (and hi) reads as the model says. Returns the reads done. */
+static size_t check_reads(segment_store *s, uint64_t pages, uint64_t lo,
+                          uint64_t hi, uint64_t step)
+{
+    size_t n = 0;
+    for (uint64_t at = lo;; at = at + step > hi ? hi : at + step) {
+        for (uint64_t pg = 0; pg < pages; pg++) {
+            uint8_t got[PAGE_SIZE], want[PAGE_SIZE];
+            uint64_t got_lsn = 0, want_lsn = 0;
+            int rc = get(s, pg, at, got, &got_lsn);
+            if (rc != HX_OK)
+                fail_msg("page %" PRIu64 " @ %" PRIu64 ": %s", pg, at,
+                         hx_strerror(rc));
+            model_page(pg, at, want, &want_lsn);
+            if (memcmp(got, want, PAGE_SIZE) != 0 || got_lsn != want_lsn)
+                fail_msg("page %" PRIu64 " @ %" PRIu64 " differs (page_lsn %"
+                         PRIu64 ", model %" PRIu64 ")", pg, at, got_lsn,
+                         want_lsn);
+            n++;
+        }
+        if (at == hi)
+            break;
+    }
+    return n;
+}
+
+/* Coalesces in bounded passes until a pass writes nothing. */
+static size_t coalesce_all(segment_store *s, size_t per_pass)
+{
+    size_t total = 0, w = 0;
+    segment_store_why why = {0};
+    do {
+        assert_int_equal(segment_store_coalesce(s, per_pass, &w, &why), HX_OK);
+        total += w;
+    } while (w > 0);
+    return total;
+}
+
+static uint64_t records_of(segment_store *s)
+{
+    Hexad__NodeStatus *st = NULL;
+    assert_int_equal(segment_store_status(s, &st), HX_OK);
+    uint64_t n = st->n_segments ? st->segments[0]->records : 0;
+    segment_store_status_free(st);
+    return n;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* ---- coalescing --------------------------------------------------------- */
+
+/* Issue 7 "Coalescing": GetPage returns the same bytes (and page LSN)
+ * before and after, at many read points, with passes of bounded work
+ * interleaved with appends, and after a reopen. */
+static void test_coalesce_same_bytes(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    make_range(1, 3000, 40, 50, 1);
+    append_range(t.s, 1, 1500, 1, 0);
+    size_t before = check_reads(t.s, 40, 1, 1500, 97);
+
+    /* Bounded: a pass of 100 records writes at most the pages they touch. */
+    size_t w = 0;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_coalesce(t.s, 100, &w, &why), HX_OK);
+    assert_true(w > 0 && w <= 40);
+    coalesce_all(t.s, 100);
+    check_reads(t.s, 40, 1, 1500, 97);
+
+    append_range(t.s, 1501, 3000, 1, 0);
+    coalesce_all(t.s, 333);
+    const hx_node_counters *c = segment_store_counters(t.s);
+    assert_true(c->coalesce_passes > 10);
+    assert_true(c->page_versions_written > 40);
+    size_t after = check_reads(t.s, 40, 1, 3000, 61);
+    ts_reopen(&t);
+    after += check_reads(t.s, 40, 1, 3000, 131);
+    assert_true(before + after > 3000); /* thousands of compared reads */
+    ts_close(&t);
+    forget_all();
+}
+
+/* Issue 7: the cost of GetPage does not grow with the page's records. */
+static void test_coalesce_bounds_get_page(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    make_range(1, 5000, 1, 1000000, 1);
+    append_range(t.s, 1, 5000, 1, 0);
+    uint8_t page[PAGE_SIZE];
+    uint64_t pl = 0;
+    double t0 = now_s();
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(get(t.s, 0, 5000, page, &pl), HX_OK);
+    double replay = now_s() - t0;
+    coalesce_all(t.s, 100000);
+    t0 = now_s();
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(get(t.s, 0, 5000, page, &pl), HX_OK);
+    double from_version = now_s() - t0;
+    check_reads(t.s, 1, 4990, 5000, 1);
+    print_message("GetPage of a page with 5000 records: %.2f ms replaying, "
+                  "%.3f ms from its version\n", replay * 200, from_version * 200);
+    assert_true(from_version * 10 < replay);
+    ts_close(&t);
+    forget_all();
+}
+
+/* Issue 7: never above the SCL: a hole stops coalescing below it, and the
+ * record that fills it is then read correctly. */
+static void test_coalesce_stops_at_scl(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    make_range(1, 200, 5, 1000, 1);
+    append_range(t.s, 1, 99, 1, 0);
+    append_range(t.s, 101, 200, 1, 0);
+    assert_int_equal(segment_store_scl(t.s, VOL, 0), 99);
+    coalesce_all(t.s, 1000);
+    append_range(t.s, 100, 100, 1, 0);
+    assert_int_equal(segment_store_scl(t.s, VOL, 0), 200);
+    check_reads(t.s, 5, 90, 200, 1);
+    coalesce_all(t.s, 1000);
+    check_reads(t.s, 5, 90, 200, 1);
+    ts_close(&t);
+    forget_all();
+}
+
+/* Issue 7: a truncation drops the versions above its start; records
+ * re-written there by the next epoch are read, not the old version. */
+static void test_truncate_drops_versions(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    make_range(1, 300, 3, 1000, 1);
+    append_range(t.s, 1, 300, 1, 0);
+    coalesce_all(t.s, 1000);
+    uint64_t scl = 0;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 201, 400, &scl,
+                                            &why), HX_OK);
+    assert_int_equal(scl, 200);
+    for (uint64_t l = 201; l <= 300; l++) {
+        free(made[l]);
+        made[l] = NULL;
+    }
+    check_reads(t.s, 3, 150, 200, 1);
+    make_range(201, 250, 3, 1000, 2);
+    append_range(t.s, 201, 250, 2, 0);
+    check_reads(t.s, 3, 190, 250, 1);
+    coalesce_all(t.s, 1000);
+    check_reads(t.s, 3, 190, 250, 1);
+    ts_close(&t);
+    forget_all();
+}
+
+/* ---- garbage collection ------------------------------------------------- */
+
+/* Issue 7 "Garbage collection": nothing is removed inside the retention
+ * window; then records and versions below the min read point go, every
+ * read at or above it still returns the same bytes (also after a
+ * reopen), reads below it are refused, and nothing above the SCL (a
+ * pending record past a hole) is touched. */
+static void test_gc_keeps_what_reads_need(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    segment_store_set_retention(t.s, 10000);
+    make_range(1, 1200, 8, 100, 1);
+    append_range(t.s, 1, 1000, 1, 600);
+    append_range(t.s, 1002, 1200, 1, 600); /* 1001 missing: a hole */
+    coalesce_all(t.s, 250);
+    uint64_t held = records_of(t.s);
+    assert_int_equal(held, 1199);
+    segment_store_why why = {0};
+
+    assert_int_equal(segment_store_gc(t.s, 1000, 100000, &why), HX_OK);
+    assert_int_equal(segment_store_gc(t.s, 5000, 100000, &why), HX_OK);
+    assert_int_equal(records_of(t.s), held); /* inside the window */
+    assert_int_equal(segment_store_gc(t.s, 11000, 100000, &why), HX_OK);
+    const hx_node_counters *c = segment_store_counters(t.s);
+    assert_true(c->gc_records_removed > 400); /* bases near 500 */
+    assert_true(c->gc_bytes_removed > 0);
+    assert_int_equal(records_of(t.s), held - c->gc_records_removed);
+    check_reads(t.s, 8, 600, 1000, 7);
+    uint8_t page[PAGE_SIZE];
+    uint64_t pl = 0;
+    assert_int_equal(get(t.s, 0, 599, page, &pl), HX_ERR_NOT_FOUND);
+
+    /* Above the SCL: the pending records stay, and the hole still fills. */
+    append_range(t.s, 1001, 1001, 1, 600);
+    assert_int_equal(segment_store_scl(t.s, VOL, 0), 1200);
+    check_reads(t.s, 8, 990, 1200, 3);
+
+    segment_store_compact(t.s);
+    ts_reopen(&t);
+    check_reads(t.s, 8, 600, 1200, 11);
+    assert_int_equal(get(t.s, 3, 599, page, &pl), HX_ERR_NOT_FOUND);
+    ts_close(&t);
+    forget_all();
+}
+
+/* Issue 7: the GC point follows the min read point only; retention 0 and
+ * no min read point told (0) collects nothing. */
+static void test_gc_needs_min_read_point(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    segment_store_set_retention(t.s, 0);
+    make_range(1, 400, 4, 100, 1);
+    append_range(t.s, 1, 400, 1, 0);
+    coalesce_all(t.s, 1000);
+    segment_store_why why = {0};
+    for (uint64_t now = 1; now < 5; now++)
+        assert_int_equal(segment_store_gc(t.s, now, 100000, &why), HX_OK);
+    assert_int_equal(records_of(t.s), 400);
+    check_reads(t.s, 4, 1, 400, 13);
+    ts_close(&t);
+    forget_all();
+}
+
+/* ---- scrubbing and repair ----------------------------------------------- */
+
+/* Flips a byte of the first page version's value (store closed). */
+static void corrupt_first_version(tstore *t, uint64_t *page_no, uint64_t *lsn)
+{
+    segment_store_close(t->s);
+    t->s = NULL;
+    char path[128], *err = NULL;
+    snprintf(path, sizeof path, "%s/db", t->dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_t *db = rocksdb_open(o, path, &err);
+    assert_null(err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    rocksdb_iter_seek(it, "g", 1);
+    assert_true(rocksdb_iter_valid(it));
+    size_t kl = 0, vl = 0;
+    const char *k = rocksdb_iter_key(it, &kl);
+    assert_int_equal(kl, 25);
+    assert_int_equal(k[0], 'g');
+    char key[25];
+    memcpy(key, k, 25);
+    const char *v = rocksdb_iter_value(it, &vl);
+    char *bad = malloc(vl);
+    assert_non_null(bad);
+    memcpy(bad, v, vl);
+    bad[vl - 7] ^= 0x21;
+    *page_no = *lsn = 0;
+    for (int i = 0; i < 8; i++) {
+        *page_no = *page_no << 8 | (uint8_t)key[9 + i];
+        *lsn = *lsn << 8 | (uint8_t)key[17 + i];
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put(db, wo, key, 25, bad, vl, &err);
+    assert_null(err);
+    free(bad);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    ts_reopen(t);
+}
+
+/* Issue 7 "Scrubbing": corrupt records are found by a read and by the
+ * scrub, counted once each, never returned, and repaired from a peer's
+ * copy; so is a corrupt page version. */
+static void test_scrub_and_repair(void **state)
+{
+    (void)state;
+    tstore a, b;
+    ts_open(&a, "s1");
+    ts_open(&b, "s2");
+    make_range(1, 600, 6, 100, 1);
+    append_range(a.s, 1, 600, 1, 0);
+    append_range(b.s, 1, 600, 1, 0);
+
+    size_t n = 0;
+    segment_store_why why = {0};
+    char *list = NULL;
+    size_t list_len = 0;
+    FILE *out = open_memstream(&list, &list_len);
+    assert_int_equal(segment_store_corrupt_records(a.s, 97, 5, out, &n, &why),
+                     HX_OK);
+    fclose(out);
+    assert_int_equal(n, 5);
+    uint64_t bad_lsn[5];
+    const char *p = list;
+    for (size_t i = 0; i < n; i++) {
+        unsigned vol, pg;
+        int used = 0;
+        assert_int_equal(sscanf(p, "%u %u %" SCNu64 "%n", &vol, &pg,
+                                &bad_lsn[i], &used), 3);
+        p += used;
+    }
+    free(list);
+
+    /* A read that needs a corrupt record answers an error, never data. */
+    uint8_t page[PAGE_SIZE];
+    uint64_t pl = 0;
+    uint64_t bad_page = made[bad_lsn[1]]->rec.page_no;
+    assert_int_equal(get(a.s, bad_page, bad_lsn[1], page, &pl),
+                     HX_ERR_CHECKSUM);
+    assert_int_equal(segment_store_counters(a.s)->checksum_failures, 1);
+
+    /* The scrub finds all five (the one read found is not counted again). */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(segment_store_scrub(a.s, 250, &why), HX_OK);
+    assert_int_equal(segment_store_counters(a.s)->checksum_failures, 5);
+    assert_int_equal(segment_store_repair_count(a.s), 5);
+
+    /* Repair from the peer, as storage_background.c does. */
+    while (segment_store_repair_count(a.s) > 0) {
+        segment_store_repair w;
+        segment_store_repair_at(a.s, 0, &w);
+        assert_int_equal(w.kind, SEGMENT_STORE_REPAIR_RECORD);
+        Hexad__PulledRecords *pr = NULL;
+        assert_int_equal(segment_store_read_chain(b.s, VOL, 0, w.lsn - 1, 1,
+                                                  &pr, &why), HX_OK);
+        assert_true(pr->n_records >= 1);
+        assert_int_equal(pr->records[0]->lsn, w.lsn);
+        assert_int_equal(segment_store_repair_record(a.s, VOL, 0,
+                                                     pr->records[0], &why),
+                         HX_OK);
+        segment_store_pulled_free(pr);
+    }
+    assert_int_equal(segment_store_counters(a.s)->repairs, 5);
+    check_reads(a.s, 6, 1, 600, 7);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(segment_store_scrub(a.s, 250, &why), HX_OK);
+    assert_int_equal(segment_store_repair_count(a.s), 0);
+
+    /* A page version. */
+    coalesce_all(a.s, 1000);
+    coalesce_all(b.s, 1000);
+    uint64_t vpage = 0, vlsn = 0;
+    corrupt_first_version(&a, &vpage, &vlsn);
+    assert_int_equal(get(a.s, vpage, vlsn, page, &pl), HX_ERR_CHECKSUM);
+    assert_int_equal(segment_store_repair_count(a.s), 1);
+    segment_store_repair w;
+    segment_store_repair_at(a.s, 0, &w);
+    assert_int_equal(w.kind, SEGMENT_STORE_REPAIR_VERSION);
+    assert_int_equal(w.page_no, vpage);
+    assert_int_equal(w.lsn, vlsn);
+    uint8_t *peer = NULL;
+    size_t len = 0;
+    assert_int_equal(segment_store_get_page(b.s, VOL, 0, vpage, vlsn, &peer,
+                                            &len, &pl, &why), HX_OK);
+    assert_int_equal(pl, vlsn);
+    assert_int_equal(segment_store_repair_version(a.s, VOL, 0, vpage, vlsn,
+                                                  peer, len, &why), HX_OK);
+    free(peer);
+    assert_int_equal(segment_store_repair_count(a.s), 0);
+    check_reads(a.s, 6, 1, 600, 7);
+
+    /* A bad copy is refused and the want stays. */
+    assert_int_equal(segment_store_corrupt_records(a.s, 1, 1, NULL, &n, &why),
+                     HX_OK);
+    assert_int_equal(segment_store_scrub(a.s, 1000, &why), HX_OK);
+    assert_int_equal(segment_store_repair_count(a.s), 1);
+    segment_store_repair_at(a.s, 0, &w);
+    assert_non_null(made[w.lsn]);
+    Hexad__Record forged = made[w.lsn]->rec;
+    forged.checksum ^= 1;
+    assert_int_equal(segment_store_repair_record(a.s, VOL, 0, &forged, &why),
+                     HX_ERR_CHECKSUM);
+    assert_int_equal(segment_store_repair_count(a.s), 1);
+    ts_close(&a);
+    ts_close(&b);
+    forget_all();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_coalesce_same_bytes),
+        cmocka_unit_test(test_coalesce_bounds_get_page),
+        cmocka_unit_test(test_coalesce_stops_at_scl),
+        cmocka_unit_test(test_truncate_drops_versions),
+        cmocka_unit_test(test_gc_keeps_what_reads_need),
+        cmocka_unit_test(test_gc_needs_min_read_point),
+        cmocka_unit_test(test_scrub_and_repair),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
