@@ -232,6 +232,17 @@ run_workloads() {  # system port user db
     done
 }
 
+# What was measured, on what: the figures mean little without it.
+{
+    echo "date=$(date -u +%FT%TZ)"
+    echo "commit=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo unknown)$(git -C "$REPO" diff --quiet HEAD 2>/dev/null || echo '+uncommitted changes')"
+    echo "build=$BUILD"
+    echo "cpus=$(nproc)"
+    echo "cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "args=--clients $clients_list --scale $scale --duration $duration --systems $systems"
+} >"$out/machine.txt"
+
 # ------------------------------------------------------------ floor
 
 # Measured before and after the systems run; the lower floor is kept in
@@ -301,6 +312,7 @@ cp "$PGDIR"/*/*.log "$out/logs/" 2>/dev/null || true
 
 # ------------------------------------------------------------ report
 
+echo "load_after=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
 log "== physical floor, again"
 measure_floor after
 best=$(awk -v b="$(sed -n 's/^floor_us=//p' "$out/floor-before.txt")" \

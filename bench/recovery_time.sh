@@ -74,7 +74,8 @@ compute_kill() {
 
 serves() { [ "$(psql -X -A -t -c 'SELECT count(*) FROM t' 2>/dev/null)" = "$TABLE_ROWS" ]; }
 
-# One timed start: prints milliseconds from fork to the first right answer.
+# One timed start: START_MS = milliseconds from fork to the first right
+# answer (no subshell: COMPUTE_PID must reach compute_kill).
 timed_start() {
     local t0 t1
     t0=$(date +%s%N)
@@ -83,7 +84,7 @@ timed_start() {
         hx_fail "hexad-compute did not serve SQL within ${READY_DEADLINE_S} s"
     t1=$(date +%s%N)
     hx_pid_alive "$COMPUTE_PID" || hx_fail "hexad-compute exited; see $HX_LOGS/w1.log"
-    echo $(( (t1 - t0) / 1000000 ))
+    START_MS=$(( (t1 - t0) / 1000000 ))
 }
 
 records() {  # records written to the volume, from every node's counter
@@ -114,7 +115,8 @@ for size in "${size_list[@]}"; do
     have=$(records)
     times=()
     for _ in $(seq 1 "$runs"); do
-        times+=("$(timed_start)")
+        timed_start
+        times+=("$START_MS")
         compute_kill
     done
     median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')

@@ -44,6 +44,10 @@ ratio() {  # a b -> a/b with 2 decimals, or "-"
 mapfile -t workloads < <(awk -F, 'NR > 1 { print $2 }' "$csv" | awk '!seen[$0]++')
 mapfile -t clients < <(awk -F, 'NR > 1 { print $3 }' "$csv" | sort -n | uniq)
 
+if [ -f "$out/machine.txt" ]; then
+    echo
+    sed 's/^/  /' "$out/machine.txt"
+fi
 echo
 echo "tps and latency (ms), pgbench -n -M simple, $(awk -F, 'NR == 2 { print $4 }' "$csv") s per run"
 printf '%-12s %7s | %-24s | %-24s | %-24s | %s\n' workload clients \
@@ -98,13 +102,15 @@ printf '  %-58s %-8s -> %s\n' "tpcb-like 32 clients: hexad / pg-quorum >= 2" "$r
 printf '  %-58s %-8s -> %s\n' "1-client commit p50 (insert-only) / floor ${floor_us} us <= 1.5" "$lat_ratio" "$(verdict "$lat_ratio" '<=' 1.5)"
 printf '  %-58s %-8s -> %s\n' "bytes/txn (tpcb-like, 8 clients) hexad / pg-quorum <= 0.25" "$bytes_ratio" "$(verdict "$bytes_ratio" '<=' 0.25)"
 
-jq -n --rawfile csv "$csv" --rawfile floor "$floor" \
+machine=$out/machine.txt
+[ -f "$machine" ] || machine=/dev/null
+jq -n --rawfile csv "$csv" --rawfile floor "$floor" --rawfile machine "$machine" \
     --arg r8 "$r8" --arg r32 "$r32" --arg lat1 "${lat1:-}" --arg latr "$lat_ratio" --arg br "$bytes_ratio" '
     def num: if . == "-" or . == "" then null else tonumber end;
     ($csv | split("\n") | map(select(length > 0)) | map(split(","))) as $rows
     | ($rows[0]) as $h
     | {
-        date: (now | todate),
+        machine: ($machine | split("\n") | map(select(length > 0) | capture("^(?<k>[^=]*)=(?<v>.*)$") | {(.k): .v}) | add),
         floor: ($floor | split("\n") | map(select(length > 0) | split("=") | {(.[0]): (.[1] | tonumber? // .)}) | add),
         runs: [$rows[1:][] | [$h, .] | transpose | map({(.[0]): (.[1] | if test("^[0-9.]+$") then tonumber else . end)}) | add],
         targets: {

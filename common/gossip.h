@@ -65,16 +65,20 @@ typedef struct {
     uint64_t adopt_epoch;   /* > 0: raise the volume epoch to it first */
     size_t n_truncations;   /* ranges to apply, ascending from_lsn */
     hx_lsn_range truncations[HX_GOSSIP_TRUNCATIONS_MAX];
-    /* false when a truncation is applied: the reply was cut for an SCL
-     * that no longer holds, so the puller drops its records and pulls
-     * again at once from its new SCL. */
+    /* false when a truncation is applied: the reply may have been cut
+     * for an SCL that no longer holds. The puller then stages its records
+     * only if its SCL did not drop below the pull's after_lsn, and else
+     * drops them and pulls again at once from its new SCL. */
     bool stage_records;
 } hx_gossip_reply_plan;
 
 /* What to do with a reply: own_epoch and own ranges are the puller's,
  * peer_epoch and peer ranges the reply's. Ranges with from_lsn == 0 or
  * from_lsn > to_lsn (malformed) and ranges past HX_GOSSIP_TRUNCATIONS_MAX
- * are ignored. */
+ * are ignored; so is the lowest range of a list of exactly
+ * HX_GOSSIP_TRUNCATIONS_MAX: a store at its cap merges its lowest two
+ * ranges with the gap between them, and applying such a range would
+ * delete the gap's records (only the oldest recovery is lost that way). */
 void hx_gossip_plan_reply(uint64_t own_epoch, const hx_lsn_range *own,
                           size_t n_own, uint64_t peer_epoch,
                           const hx_lsn_range *peer, size_t n_peer,

@@ -20,11 +20,16 @@
  *     newer writer sealed the volume: the client turns fenced,
  *     acknowledges nothing more, fails every call and tells its owner
  *     (opts.on_fenced).
- *  6. A member gets no append and no read before it acknowledged the
- *     recovery's truncation (trunc_pending). Truncate carries our epoch,
- *     which the node adopts: it seals and truncates in one synced write.
- *     So a storage node that was down during the recovery drops the dead
- *     writer's leftovers the moment it reconnects, before it serves us.
+ *  6. A member gets no append before it acknowledged the recovery's
+ *     truncation (trunc_pending), and no read either unless the recovery
+ *     surveyed it and it stayed connected (surveyed): what such a member
+ *     holds above VDL cannot show in a read at or below VDL, so SQL is
+ *     served while storage applies the truncation (its cost grows with
+ *     the segment on storage; commits wait for it through VDL). Truncate
+ *     carries our epoch, which the node adopts: it seals and truncates in
+ *     one synced write. So a storage node that was down during the
+ *     recovery drops the dead writer's leftovers the moment it
+ *     reconnects, before it serves us.
  *     Storage adds its own guard: a GetPage with a newer epoch than the
  *     node holds is refused NOT_COMPLETE (the node missed a recovery).
  *     Ranges of still earlier recoveries that such a node missed reach it
@@ -33,6 +38,13 @@
  *     them. Until then its SCL (from our acks) stays below any read point
  *     that could see a leftover: a leftover lies inside an old range, and
  *     a PG's tail never does.
+ *  7. No PG's tail lags the last allocated LSN by more than about
+ *     VC_QUIET_LSNS: a PG that got no record for that long gets a no-op
+ *     record (no patch, a CPL of its own, on the PG's first page). Why:
+ *     recovery lists every record above base = the lowest PG's highest
+ *     SCL (common/recovery.h), so one quiet PG would make a writer start
+ *     list the whole log written since it went quiet; with the heartbeat
+ *     the survey is bounded whatever the log's size.
  */
 #include "volume_internal.h"
 
@@ -57,6 +69,8 @@
 #define VC_RETRY_MS_MAX 1000
 #define VC_READ_TRY_MS 2000
 #define VC_SEND_BUFFER_MAX (16u << 20)
+#define VC_QUIET_LSNS 16384u          /* design note 7 */
+#define VC_QUIET_CHECK_LSNS 4096u     /* how often PGs are looked at */
 
 int64_t vc_now_ms(void)
 {
@@ -500,6 +514,7 @@ static void conn_close(hx_conn *c, int err, const char *reason, void *arg)
         if (k < 0)
             continue;
         p->m[k].inflight = 0;
+        p->m[k].surveyed = false; /* it may come back as another node */
         p->m[k].sent_lsn = v->lsn ? hx_lsn_member_scl(v->lsn, p->pg, k) : 0;
     }
     vc_calls_on_close(v, n->idx);
@@ -719,6 +734,34 @@ uint64_t hx_volume_vdl(hx_volume *v)
     return vdl;
 }
 
+/* Under mu, after an MTR: design note 7. HX_ERR_NOMEM is fatal as in
+ * hx_volume_write_mtr (an LSN allocated without its record). */
+static int heartbeat_quiet_pgs(hx_volume *v)
+{
+    uint64_t last = hx_lsn_last_allocated(v->lsn);
+    if (last < v->next_quiet_check)
+        return HX_OK;
+    v->next_quiet_check = last + VC_QUIET_CHECK_LSNS;
+    for (size_t i = 0; i < v->n_pgs; i++) {
+        vc_pg *p = v->pgs[i];
+        if (p == NULL || hx_lsn_pg_tail(v->lsn, p->pg) + VC_QUIET_LSNS > last)
+            continue;
+        hx_page_write noop = {.page_no = (uint64_t)p->pg * v->cluster.pg_pages};
+        uint64_t lsn, prev;
+        if (hx_lsn_alloc(v->lsn, p->pg, true, &lsn, &prev) != HX_OK)
+            return HX_OK; /* at the LAL: the next check tries again */
+        vc_rec *r = rec_build(&noop, lsn, prev, v->epoch, true);
+        if (r == NULL || ring_push(p, r) != HX_OK) {
+            free(r);
+            HX_ERROR("out of memory while queuing LSN %llu; stopping writes",
+                     (unsigned long long)lsn);
+            v->fenced = true;
+            return HX_ERR_NOMEM;
+        }
+    }
+    return HX_OK;
+}
+
 int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
                         uint64_t *commit_lsn)
 {
@@ -775,6 +818,7 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
         }
         *commit_lsn = lsn;
     }
+    rc = heartbeat_quiet_pgs(v);
 out:
     pthread_mutex_unlock(&v->mu);
     if (rc == HX_OK)
@@ -819,7 +863,7 @@ static int read_candidates(hx_volume *v, const vc_pg *p, uint64_t need,
         for (int k = 0; k < HX_PG_MEMBERS; k++) {
             int node = p->m[k].node;
             if (node < 0 || !v->nodes[node].connected ||
-                p->m[k].trunc_pending)
+                (p->m[k].trunc_pending && !p->m[k].surveyed))
                 continue;
             if (v->lsn && hx_lsn_member_scl(v->lsn, p->pg, k) < need)
                 continue;

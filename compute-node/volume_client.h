@@ -79,8 +79,9 @@ uint64_t hx_volume_vdl(hx_volume *v);
 void hx_volume_set_min_read_lsn(hx_volume *v, uint64_t lsn);
 
 /* Reads page_no as of read_lsn (<= VDL) from one segment whose SCL covers
- * it and that applied every truncation of the recoveries (a member that
- * missed them is skipped). A page never written reads as zeros.
+ * it and that acknowledged the recovery's truncation (a member that was
+ * away during the recovery is skipped until it did). A page never written
+ * reads as zeros.
  * HX_ERR_FENCED once a newer writer exists. */
 int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
                         uint8_t *buf);

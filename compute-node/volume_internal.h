@@ -35,9 +35,12 @@ typedef struct {
     int node;              /* index into vc->nodes */
     uint64_t sent_lsn;     /* (loop) highest LSN sent on this connection */
     int inflight;          /* (loop) appends awaiting an ack */
-    /* The recovery truncation is not acked yet: no append and no read
-     * goes to this member (volume_client.c design note 6). */
+    /* The recovery truncation is not acked yet: no append goes to this
+     * member, and no read unless `surveyed` (volume_client.c design
+     * note 6). */
     bool trunc_pending;
+    /* Sealed and surveyed by the recovery, connected ever since. */
+    bool surveyed;
 } vc_member;
 
 typedef struct {
@@ -97,6 +100,7 @@ struct hx_volume {
     void *on_fenced_arg;
     hx_lsn_tracker *lsn;   /* writer only, after recovery */
     uint64_t min_read_pin; /* oldest open read's point; 0: none */
+    uint64_t next_quiet_check; /* volume_client.c design note 7 */
     uint64_t trunc_from, trunc_to; /* the recovery truncation range */
     /* Recovery: nodes that did not accept the new epoch. Their survey
      * answers are ignored (vc_ask_all): an unsealed node may still take

@@ -11,10 +11,12 @@
  *      exist, so 4 acks always include a sealed node that had the record
  *      before its seal and reports it);
  *   4. hx_recovery_plan(): VCL, VDL, truncation range, next LSN, PG tails;
- *   5. truncate (vdl, next_lsn) on every segment, before any append: the
- *      writer waits for a write quorum of every PG to apply it, and a
- *      member that was away gets it first thing when it reconnects, before
- *      any append or read (volume_client.c design note 6).
+ *   5. truncate (vdl, next_lsn) on every segment, before any append to
+ *      it; a member that was away gets it first thing when it reconnects,
+ *      before any append or read (volume_client.c design note 6). Open
+ *      returns without waiting for the truncations: reads at or below VDL
+ *      do not depend on them, and no commit is acknowledged before a write
+ *      quorum of its PG applied them (its records reach no member before).
  * No redo is replayed on the compute node.
  */
 #include <stdlib.h>
@@ -238,46 +240,6 @@ static int seal(hx_volume *v, uint64_t epoch, const node_answer *ans,
     return HX_OK;
 }
 
-/* Waits until a write quorum of every PG applied the truncation. */
-static int await_truncation(hx_volume *v, const hx_volume_opts *o,
-                            int64_t deadline)
-{
-    int64_t next_note = vc_now_ms() + 2000;
-    pthread_mutex_lock(&v->mu);
-    for (;;) {
-        uint32_t short_pg = UINT32_MAX;
-        for (size_t i = 0; i < v->n_pgs && short_pg == UINT32_MAX; i++) {
-            vc_pg *p = v->pgs[i];
-            if (p == NULL)
-                continue;
-            int done = 0;
-            for (int k = 0; k < HX_PG_MEMBERS; k++)
-                done += !p->m[k].trunc_pending;
-            if (done < HX_WRITE_QUORUM)
-                short_pg = p->pg;
-        }
-        if (short_pg == UINT32_MAX)
-            break;
-        if (vc_now_ms() >= deadline) {
-            pthread_mutex_unlock(&v->mu);
-            vc_progress(o, "recovery: PG %u has no write quorum to record the "
-                        "truncation; start more of its storage nodes", short_pg);
-            return HX_ERR_NO_QUORUM;
-        }
-        if (vc_now_ms() >= next_note) {
-            pthread_mutex_unlock(&v->mu);
-            vc_progress(o, "recovery: waiting for a write quorum of PG %u to "
-                        "apply the truncation", short_pg);
-            pthread_mutex_lock(&v->mu);
-            next_note = vc_now_ms() + 2000;
-        }
-        /* Truncation acks broadcast cv. */
-        vc_cv_wait_until(v, next_note < deadline ? next_note : deadline);
-    }
-    pthread_mutex_unlock(&v->mu);
-    return HX_OK;
-}
-
 int vc_survey_plan(hx_volume *v, node_answer *ans, const pg_view *pgs,
                    size_t n, hx_pg_report *rep, uint64_t at,
                    hx_rec_meta **tails_buf, hx_lsn_range **trunc_buf,
@@ -435,6 +397,7 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
             uint64_t scl = sr->reachable ? (sr->scl < tails[p] ? sr->scl : tails[p]) : 0;
             hx_lsn_set_member_scl(v->lsn, pgs[p].pg, m, scl);
             vp->m[m].trunc_pending = true;
+            vp->m[m].surveyed = sr->reachable; /* sealed: vc_ask_all */
             vp->m[m].sent_lsn = scl;
         }
     }
@@ -447,11 +410,10 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
                 (unsigned long long)res.vcl, (unsigned long long)res.vdl,
                 (unsigned long long)res.vdl,
                 (unsigned long long)res.trunc_to);
-    rc = await_truncation(v, o, deadline);
-    if (rc == HX_OK)
-        vc_progress(o, "recovery: done in %lld ms; writes start at LSN %llu",
-                    (long long)(vc_now_ms() - start),
-                    (unsigned long long)res.next_lsn);
+    vc_progress(o, "recovery: done in %lld ms; writes start at LSN %llu, "
+                "acknowledged once a write quorum of their PG applied the "
+                "truncation", (long long)(vc_now_ms() - start),
+                (unsigned long long)res.next_lsn);
 out:
     pthread_mutex_lock(&v->mu);
     memset(v->unsealed, 0, sizeof v->unsealed);

@@ -1,6 +1,7 @@
 /* The storage node's Prometheus endpoint: GET /metrics over HTTP
  * (libevent's evhttp, on the node's own event loop) on the `metrics`
  * address of its cluster-file line. README.md "Metrics" lists the names.
+ * Any other path: 404; methods other than GET and HEAD: 501 (evhttp).
  *
  * The endpoint never blocks the loop: a scrape renders the node's status
  * (memory only, no disk read) into one buffer, and evhttp writes it out

@@ -20,6 +20,10 @@
  *  3. Only records of a page at or below its base, and versions below its
  *     base, are deleted; a page without a version at or below gc_lsn loses
  *     nothing.
+ *  4. The segment's newest record and newest CPL record at or below gc_lsn
+ *     are never deleted: a truncation recomputes the SCL and its CPL as
+ *     the newest stored ones below its start (segment_store_truncate), and
+ *     everything between gc_lsn and that start is still stored.
  *
  * Work per pass is bounded by max_pages pages (each: its versions and the
  * index entries up to its base); a cursor per segment resumes where the
@@ -77,8 +81,9 @@ static size_t value_len(segment_store *s, const uint8_t *k, size_t kl)
 /* Puts into wb the deletion of every record of page_no at or below base
  * (with its index and CPL keys). */
 static int gc_records(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
-                      uint64_t page_no, uint64_t base, uint64_t *records,
-                      uint64_t *bytes, segment_store_why *why)
+                      uint64_t page_no, uint64_t base, const uint64_t keep[2],
+                      uint64_t *records, uint64_t *bytes,
+                      segment_store_why *why)
 {
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page(k, g->vol, g->pg, page_no, 0);
@@ -93,6 +98,8 @@ static int gc_records(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
         uint64_t lsn = get_be64(ik + 17);
         if (lsn > base)
             break;
+        if (lsn == keep[0] || lsn == keep[1])
+            continue;
         uint8_t rk[KEY_MAX_LEN];
         size_t rkl = key_lsn(rk, KEY_RECORD, g->vol, g->pg, lsn);
         *bytes += value_len(s, rk, rkl);
@@ -128,6 +135,14 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
         return HX_OK;
     }
 
+    uint64_t keep[2] = {0, 0}; /* invariant 4 */
+    int rc = newest_le(s, KEY_RECORD, g->vol, g->pg, g->gc_lsn, &keep[0], why);
+    if (rc == HX_OK)
+        rc = newest_le(s, KEY_CPL, g->vol, g->pg, g->gc_lsn, &keep[1], why);
+    if (rc != HX_OK) {
+        g->gc_lsn = old_gc;
+        return rc;
+    }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     uint64_t versions = 0, records = 0, bytes = 0;
     uint8_t k[KEY_MAX_LEN];
@@ -136,7 +151,6 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
     rocksdb_iter_seek(it, (const char *)k, KEY_PAGE_LEN);
     const uint8_t *ik;
     size_t ikl;
-    int rc = HX_OK;
     bool wrapped = true;
     while (rc == HX_OK && iter_prefix(it, k, 9, &ik, &ikl)) {
         if (*budget == 0) {
@@ -170,7 +184,8 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
             base = lsn;
         }
         if (base != 0)
-            rc = gc_records(s, wb, g, page_no, base, &records, &bytes, why);
+            rc = gc_records(s, wb, g, page_no, base, keep, &records, &bytes,
+                            why);
         (*budget)--;
         g->gc_cursor = page_no + 1;
     }

@@ -95,12 +95,17 @@ int segment_store_list_segments(const segment_store *s,
     uint32_t vol0 = (uint32_t)(req->start_key >> 32);
     uint32_t pg0 = (uint32_t)req->start_key;
     int rc = HX_OK;
-    /* Linear from the first segment at or after the start key: segs is
-     * sorted by (vol, pg). */
-    size_t i = 0;
-    while (i < s->n_segs && (s->segs[i]->vol < vol0 ||
-                             (s->segs[i]->vol == vol0 && s->segs[i]->pg < pg0)))
-        i++;
+    /* From the first segment at or after the start key (segs is sorted
+     * by (vol, pg)). */
+    size_t i = 0, hi = s->n_segs;
+    while (i < hi) {
+        size_t mid = i + (hi - i) / 2;
+        const segment *g = s->segs[mid];
+        if (g->vol < vol0 || (g->vol == vol0 && g->pg < pg0))
+            i = mid + 1;
+        else
+            hi = mid;
+    }
     for (; i < s->n_segs; i++) {
         const segment *g = s->segs[i];
         if (!has_member(g, node))

@@ -16,6 +16,13 @@
  *                                            of one page, with IMAGE visible
  *                                            without reading the record
  *   'c' vol pg lsn                        -> empty: the CPL records
+ *   'g' vol pg page_no lsn                -> page version: checksum, image
+ *                                            (segment_coalesce.c)
+ *   'b' vol pg                            -> coalesced_lsn, gc_lsn
+ *
+ * The background work lives in its own files, over the structs of
+ * segment_store_internal.h: coalescing (segment_coalesce.c), garbage
+ * collection (segment_gc.c), scrubbing and repair (segment_scrub.c).
  *
  * In memory: one `volume` per 'v' key and one `segment` per 's' key, each
  * segment with its hx_chain (common/chain.h) and a count of its records.
@@ -36,7 +43,8 @@
  *     batch as its 'r' key.
  *  5. chain(segment) == chain rebuilt from (persisted scl, scl_cpl) plus
  *     every stored record above scl; open and reload rebuild it so.
- *  6. Every record read back is checksum-verified before it touches a page.
+ *  6. Every record and page version read back is checksum-verified before
+ *     it touches a page; a corrupt one is counted and queued for repair.
  *
  * States of an append: STAGED (copied by segment_store_stage_append(),
  * stateless checks done) -> APPLIED (segment_store_flush(): stateful checks
@@ -618,6 +626,8 @@ int segment_store_open(const char *data_dir, const char *node_id,
     rocksdb_options_set_write_buffer_size(s->opts, 16u << 20);
     rocksdb_options_set_max_open_files(s->opts, 512);
     rocksdb_options_set_keep_log_file_num(s->opts, 4);
+    /* RocksDB's info LOG grows with every compaction: bounded too. */
+    rocksdb_options_set_max_log_file_size(s->opts, 1u << 20);
     /* Records are small and often compressible; lz4 is cheap. */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
     /* Garbage collection deletes in bulk: files dense with deletions are
@@ -1241,8 +1251,8 @@ int segment_store_append(segment_store *s, const Hexad__AppendRecords *req,
  * ---------------------------------------------------------------------- */
 
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
-static int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
-                     uint64_t at, uint64_t *lsn, segment_store_why *why)
+int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
+              uint64_t at, uint64_t *lsn, segment_store_why *why)
 {
     *lsn = 0;
     if (at == 0)

@@ -232,6 +232,9 @@ int store_write(segment_store *s, rocksdb_writebatch_t *wb, const char *what,
                 segment_store_why *why);
 int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
                 Hexad__Record **out, segment_store_why *why);
+/* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
+int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
+              uint64_t at, uint64_t *lsn, segment_store_why *why);
 
 /* ---- segment_coalesce.c ----------------------------------------------- */
 

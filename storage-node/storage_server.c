@@ -89,6 +89,10 @@
 #define GOSSIP_BACKOFF_MIN_MS 200
 #define GOSSIP_BACKOFF_MAX_MS 5000
 
+/* hx_gossip_plan_reply's cap rule holds for the store's ranges. */
+_Static_assert(SEGMENT_STORE_TRUNCATIONS_MAX == HX_GOSSIP_TRUNCATIONS_MAX,
+               "gossip and the store keep the same number of ranges");
+
 typedef struct srv_conn srv_conn;
 
 /* One outgoing connection to a peer storage node. */
@@ -112,6 +116,7 @@ typedef struct {
     bool outstanding;
     int out_peer;           /* index in gpeers while outstanding */
     uint64_t out_req_id, out_since_ms;
+    uint64_t out_after;     /* the outstanding pull's after_lsn */
     uint64_t peer_scl[HX_MAX_STORAGE_NODES];    /* last SCL each peer told */
     uint64_t peer_scl_ms[HX_MAX_STORAGE_NODES]; /* when (0: never) */
 } gseg;
@@ -627,9 +632,11 @@ typedef enum {
 
 /* Adopts what a reply says this node missed: the peer's higher volume
  * epoch, its truncation ranges ours do not cover (gossip.h
- * hx_gossip_plan_reply). */
+ * hx_gossip_plan_reply). after: the pull's after_lsn; the reply stays
+ * usable when no range lowered our SCL below it. */
 static adopt_outcome adopt_from_reply(storage_server *srv, gpeer *pr,
-                                      const Hexad__PulledRecords *p)
+                                      const Hexad__PulledRecords *p,
+                                      uint64_t after)
 {
     hx_lsn_range own[HX_GOSSIP_TRUNCATIONS_MAX];
     hx_lsn_range peer[HX_GOSSIP_TRUNCATIONS_MAX];
@@ -678,7 +685,10 @@ static adopt_outcome adopt_from_reply(storage_server *srv, gpeer *pr,
                 "] at epoch %" PRIu64 " from %s; SCL now %" PRIu64, p->volume,
                 p->pg, r->from_lsn, r->to_lsn, r->epoch, pr->id, scl);
     }
-    return plan.stage_records ? ADOPT_STAGE : ADOPT_REPULL;
+    if (plan.stage_records ||
+        segment_store_scl(srv->store, p->volume, p->pg) >= after)
+        return ADOPT_STAGE;
+    return ADOPT_REPULL;
 }
 
 static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
@@ -692,7 +702,7 @@ static void handle_pulled(storage_server *srv, gpeer *pr, uint64_t req_id,
     g->out_peer = -1;
     g->peer_scl[pi] = p->scl;
     g->peer_scl_ms[pi] = now_ms();
-    switch (adopt_from_reply(srv, pr, p)) {
+    switch (adopt_from_reply(srv, pr, p, g->out_after)) {
     case ADOPT_STAGE:
         break;
     case ADOPT_REPULL: /* cut for an SCL that no longer holds */
@@ -864,6 +874,7 @@ static void gossip_pull(storage_server *srv, gseg *g, int pi,
     g->out_peer = pi;
     g->out_req_id = env.req_id;
     g->out_since_ms = now_ms();
+    g->out_after = after_lsn;
 }
 
 /* Asks pr which segments we should hold (handle_segment_list). */

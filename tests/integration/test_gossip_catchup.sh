@@ -122,6 +122,9 @@ t0=$(hx_now_ms)
 run_load "$FIRST" "$COUNT"
 hx_log "loaded $COUNT commits with $X down in $(( $(hx_now_ms) - t0 )) ms; the loader has exited"
 [ "$(hx_lines "$J")" = $((FIRST + COUNT)) ] || hx_fail "journal holds $(hx_lines "$J") writes, not $((FIRST + COUNT))"
+# The loader exited once a write quorum held each write: the five settle
+# among themselves (gossip) before X comes back.
+wait_until "same_as ${OTHERS[*]}" 30 0.2 || hx_fail "the five members of PG 0 disagree: $(pg0 | tr '\n' ';')"
 peer_scl=$(member_field "${OTHERS[0]}" 2)
 hx_start_node "$X"
 t0=$(hx_now_ms)

@@ -128,7 +128,8 @@ static void test_plan_nothing_to_adopt(void **state)
 }
 
 /* A reply with more ranges than a store keeps: the rest is ignored, never
- * written past the plan's array. */
+ * written past the plan's array; at the cap, the lowest range may be a
+ * merge over a gap and is never applied. */
 static void test_plan_caps_ranges(void **state)
 {
     (void)state;
@@ -139,9 +140,17 @@ static void test_plan_caps_ranges(void **state)
         peer[i] = (hx_lsn_range){10 * i + 1, 10 * i + 5, 1};
     hx_gossip_reply_plan p;
     hx_gossip_plan_reply(1, NULL, 0, 1, peer, n, &p);
-    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX);
+    /* The cap's worth is looked at; its lowest (maybe merged) is not
+     * applied. */
+    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX - 1);
+    assert_int_equal(p.truncations[0].from_lsn, 11);
     for (size_t i = 1; i < p.n_truncations; i++)
         assert_true(p.truncations[i - 1].from_lsn < p.truncations[i].from_lsn);
+    /* Below the cap every range counts, the lowest included. */
+    hx_gossip_plan_reply(1, NULL, 0, 1, peer, HX_GOSSIP_TRUNCATIONS_MAX - 1,
+                         &p);
+    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX - 1);
+    assert_int_equal(p.truncations[0].from_lsn, 1);
     free(peer);
 }
 

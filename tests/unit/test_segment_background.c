@@ -75,7 +75,8 @@ static trec *mkrec(uint64_t lsn, uint64_t prev, uint64_t page, bool image,
     t->rec.lsn = lsn;
     t->rec.prev_lsn = prev;
     t->rec.page_no = page;
-    t->rec.flags = image ? HX_RECORD_IMAGE : 0;
+    t->rec.flags = (image ? HX_RECORD_IMAGE : 0) |
+                   (lsn % 10 == 0 ? HX_RECORD_CPL : 0);
     t->rec.epoch = epoch;
     t->rec.n_patches = 1;
     t->rec.patches = t->pp;
@@ -437,6 +438,48 @@ static void test_gc_needs_min_read_point(void **state)
     forget_all();
 }
 
+/* Issue 7 with recovery: after GC, a truncation still finds the SCL (and
+ * its CPL) just below its start, because GC keeps the newest record and
+ * the newest CPL at or below its point. */
+static void test_gc_then_truncate(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    segment_store_set_retention(t.s, 0);
+    make_range(1, 400, 2, 1000, 1);
+    append_range(t.s, 1, 400, 1, 400);
+    coalesce_all(t.s, 1000);
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_gc(t.s, 1, 100000, &why), HX_OK);
+    assert_int_equal(segment_store_gc(t.s, 2, 100000, &why), HX_OK);
+    assert_true(segment_store_counters(t.s)->gc_records_removed > 300);
+    make_range(401, 420, 2, 1000, 1);
+    append_range(t.s, 401, 420, 1, 400);
+    uint64_t scl = 0;
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 411, 500, &scl,
+                                            &why), HX_OK);
+    assert_int_equal(scl, 410);
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 3, 401, 500, &scl,
+                                            &why), HX_OK);
+    assert_int_equal(scl, 400);
+    for (uint64_t l = 401; l <= 420; l++) {
+        free(made[l]);
+        made[l] = NULL;
+    }
+    check_reads(t.s, 2, 400, 400, 1);
+    Hexad__SegmentInfoRequest req = HEXAD__SEGMENT_INFO_REQUEST__INIT;
+    req.volume = VOL;
+    Hexad__SegmentInfoResponse *r = NULL;
+    assert_int_equal(segment_store_segment_info(t.s, &req, &r, &why), HX_OK);
+    assert_int_equal(r->n_segments, 1);
+    assert_int_equal(r->segments[0]->scl, 400);
+    assert_int_equal(r->segments[0]->scl_cpl, 400);
+    segment_store_segment_info_free(r);
+    ts_close(&t);
+    forget_all();
+}
+
 /* ---- scrubbing and repair ----------------------------------------------- */
 
 /* Flips a byte of the first page version's value (store closed). */
@@ -598,6 +641,7 @@ int main(void)
         cmocka_unit_test(test_truncate_drops_versions),
         cmocka_unit_test(test_gc_keeps_what_reads_need),
         cmocka_unit_test(test_gc_needs_min_read_point),
+        cmocka_unit_test(test_gc_then_truncate),
         cmocka_unit_test(test_scrub_and_repair),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
