@@ -115,7 +115,7 @@ fi
 
 # shellcheck source=pg.sh
 . "$BENCH_DIR/pg.sh"
-has_system pg-quorum || has_system pg-single && pg_check_install
+if has_system pg-quorum || has_system pg-single; then pg_check_install; fi
 
 [ -n "$out" ] || out=$REPO/bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out/logs"
@@ -127,11 +127,16 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/hexad-bench.XXXXXX")
 chmod 711 "$TMP"   # the PostgreSQL user must reach its directory inside
 HX_DATA=$TMP/hexad
 HX_STARTED=0
+PGBENCH_PID=""
 FAILED=1
 
 cleanup() {
     local rc=$?
     set +e
+    if [ -n "$PGBENCH_PID" ]; then
+        kill -TERM "$PGBENCH_PID" 2>/dev/null   # timeout passes it on to pgbench
+        wait "$PGBENCH_PID" 2>/dev/null
+    fi
     pg_stop_all
     if [ "$HX_STARTED" -eq 1 ]; then
         HEXAD_BUILD=$BUILD "$REPO/hexad" down --data "$HX_DATA" >>"$out/logs/hexad-up.log" 2>&1
@@ -195,16 +200,22 @@ run_pgbench() {
     dir=$TMP/runs/$sys-$wl-$c
     mkdir -p "$dir"
     b0=$("bytes_$sys")
+    # In the background and waited for: `wait` returns at once on a signal,
+    # so Ctrl-C runs the cleanup now (timeout puts pgbench in a process
+    # group of its own, out of reach of the terminal's Ctrl-C).
     timeout -k 10 $((duration + 300)) pgbench -n -M simple -h 127.0.0.1 -p "$port" -U "$user" \
         -c "$c" -j "$j" -T "$duration" --log --log-prefix="$dir/tx" "${wl_args[@]}" "$db" \
-        >"$out/logs/pgbench-$sys-$wl-$c.log" 2>&1 || rc=$?
+        >"$out/logs/pgbench-$sys-$wl-$c.log" 2>&1 &
+    PGBENCH_PID=$!
+    wait "$PGBENCH_PID" || rc=$?
+    PGBENCH_PID=""
     b1=$("bytes_$sys")
     [ "$rc" -eq 0 ] || bench_die "pgbench against $sys ($wl, $c clients) exited $rc; see $out/logs/pgbench-$sys-$wl-$c.log"
     local f=$out/logs/pgbench-$sys-$wl-$c.log tps txns failed avg
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$f")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$f")
-    avg=$(sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' "$f")
+    avg=$(sed -n 's/^latency average = \([0-9.]*\) ms.*/\1/p' "$f")
     [ -n "$tps" ] && [ -n "$txns" ] || bench_die "no tps in $f"
     local pct
     # Per-transaction log: client, txn no, latency (us), script, epoch s, us.

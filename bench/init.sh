@@ -33,7 +33,7 @@ pgbench_history on the hexad writer at H:P and fills them like
 EOF
 }
 
-die() { echo "bench-init: $*" >&2; exit "${2:-1}"; }
+die() { echo "bench-init: $1" >&2; exit "${2:-1}"; }
 
 host="" port="" scale="" user=hexad db=hexad batch=$ACCOUNTS_PER_SCALE
 while [ $# -gt 0 ]; do

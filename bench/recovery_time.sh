@@ -9,7 +9,11 @@
 # page patches, one record each, on pages far past the database's, in PGs
 # of their own). At each log size the writer is started and SIGKILLed
 # RUNS times; each start is timed from fork to the first `SELECT count(*)`
-# that returns the table's row count (psql, polled every 10 ms).
+# that returns the table's row count (psql, polled every 10 ms), and to
+# its first acknowledged INSERT (which also waits for the recovery's
+# truncation on a write quorum of every PG). Before each kill every member
+# has applied the truncation, so that a start never waits for storage
+# still busy with the previous start's truncation.
 # Records are counted from hexadctl status (records received by every
 # node since it started, / 6 copies).
 #
@@ -22,7 +26,7 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 runs=5 sizes=10000,1000000
 
 usage() {
-    sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}"
 }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -43,7 +47,7 @@ export HEXAD_STORAGE_BIN=$BUILD/storage-node/hexad-storage
 export HEXADCTL_BIN=$BUILD/compute-node/hexadctl
 export HEXAD_COMPUTE_BIN=$BUILD/compute-node/hexad-compute
 export HEXAD_REPO=$REPO
-# shellcheck source=../tests/integration/lib.sh
+# shellcheck source=tests/integration/lib.sh
 . "$REPO/tests/integration/lib.sh"
 hx_require_bins HEXAD_STORAGE_BIN HEXADCTL_BIN HEXAD_COMPUTE_BIN
 for t in psql jq; do
@@ -61,6 +65,8 @@ export PGHOST=$HOST PGPORT=$PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT
 COMPUTE_PID=
 
 compute_start() {
+    START_NO=$((${START_NO:-0} + 1))
+    echo "--- start $START_NO" >>"$HX_LOGS/w1.log"
     "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
     COMPUTE_PID=$!
     disown "$COMPUTE_PID"
@@ -85,7 +91,22 @@ timed_start() {
     t1=$(date +%s%N)
     hx_pid_alive "$COMPUTE_PID" || hx_fail "hexad-compute exited; see $HX_LOGS/w1.log"
     START_MS=$(( (t1 - t0) / 1000000 ))
+    psql -X -q -v ON_ERROR_STOP=1 -c "INSERT INTO w VALUES ($START_NO)" >/dev/null ||
+        hx_fail "the first INSERT after start $START_NO failed"
+    WRITE_MS=$(( ($(date +%s%N) - t0) / 1000000 ))
+    wait_until "truncated_everywhere" "$READY_DEADLINE_S" 0.05 ||
+        hx_fail "start $START_NO: not every member applied the truncation within ${READY_DEADLINE_S} s"
 }
+
+# Every member of every PG acknowledged this start's truncation.
+truncated_everywhere() {
+    local n_pgs acks
+    n_pgs=$(awk -v m="--- start $START_NO" '$0 == m { on = 1 } on && /recovery: epoch/ { print $(NF - 7) }' "$HX_LOGS/w1.log" | tail -1)
+    acks=$(awk -v m="--- start $START_NO" '$0 == m { on = 1 } on && /applied the recovery truncation/' "$HX_LOGS/w1.log" | wc -l)
+    [ -n "$n_pgs" ] && [ "$acks" -ge $((6 * n_pgs)) ]
+}
+
+median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 records() {  # records written to the volume, from every node's counter
     hx_ctl status --json | jq '[.nodes[].records_received] | add / 6 | floor'
@@ -95,12 +116,13 @@ records() {  # records written to the volume, from every node's counter
 compute_start
 wait_until "psql -X -q -c 'SELECT 1'" "$READY_DEADLINE_S" 0.05 || hx_fail "hexad-compute did not start"
 psql -X -q -v ON_ERROR_STOP=1 -c "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)" \
+    -c "CREATE TABLE w (start INTEGER)" \
     -c "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < $TABLE_ROWS) INSERT INTO t SELECT x, printf('row %d', x) FROM c" >/dev/null ||
     hx_fail "could not create the table"
 compute_kill
 
 loaded=0
-printf '%-12s %-10s %s\n' "log_records" "median_ms" "runs_ms"
+printf '%-12s %-14s %-14s %s\n' "log_records" "sql_median_ms" "write_med_ms" "runs sql/write ms"
 IFS=, read -r -a size_list <<<"$sizes"
 for size in "${size_list[@]}"; do
     have=$(records)
@@ -113,13 +135,14 @@ for size in "${size_list[@]}"; do
         loaded=$((loaded + n))
     fi
     have=$(records)
-    times=()
+    times=() wtimes=() pairs=()
     for _ in $(seq 1 "$runs"); do
         timed_start
         times+=("$START_MS")
+        wtimes+=("$WRITE_MS")
+        pairs+=("$START_MS/$WRITE_MS")
         compute_kill
     done
-    median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')
-    printf '%-12s %-10s %s\n' "$have" "$median" "${times[*]}"
+    printf '%-12s %-14s %-14s %s\n' "$have" "$(median "${times[@]}")" "$(median "${wtimes[@]}")" "${pairs[*]}"
 done
 hx_log "recovery lines of the last start: $(grep 'recovery: done' "$HX_LOGS/w1.log" | tail -1)"

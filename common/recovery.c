@@ -23,7 +23,11 @@
  *     below base that a segment reported (cpl_le_limit), whichever is
  *     higher.
  *  5. next_lsn lies above everything the old writer could have used: its
- *     limit vdl + lal, every LSN any segment reported, every truncation.
+ *     limit vdl + lal, every LSN any segment reported, and to + lal for
+ *     every truncation range [from, to]: a writer that recorded it starts
+ *     allocating at to + 1 and may run lal ahead of VDL from there
+ *     (volume_client.c), and its records that no reachable segment holds
+ *     must not share an LSN with ours.
  *  6. A PG's tail is its newest record at or below vdl: the newest of its
  *     tail records in (base, vdl], else the newest chain record at or below
  *     base (last_lsn_le_limit, exact on the segment whose SCL is C_p). When
@@ -148,8 +152,11 @@ int hx_recovery_plan(const hx_pg_report *pgs, size_t n, uint64_t base,
                 seen = recovery_max(seen, r->tail[k].lsn);
                 nu += r->tail[k].lsn > base;
             }
-            for (size_t k = 0; k < r->n_truncations; k++)
-                seen = recovery_max(seen, r->truncations[k].to_lsn);
+            for (size_t k = 0; k < r->n_truncations; k++) {
+                uint64_t to = r->truncations[k].to_lsn;
+                seen = recovery_max(seen, to > UINT64_MAX - lal ? UINT64_MAX
+                                                               : to + lal);
+            }
             nt += r->n_truncations;
         }
     }

@@ -78,7 +78,9 @@ int hx_recovery_base(const hx_pg_report *pgs, size_t n, uint64_t *base,
 /* Round 2. base: the limit_lsn and tail_from the reports answer (any
  * value at or below the round 1 base gives the same vcl and vdl). lal: the
  * allocation limit the old writer ran under (the next LSN is placed above
- * max(every reported max_lsn, vdl + lal)). tails[i] receives PG i's newest
+ * max(every reported max_lsn, vdl + lal, to + lal of every reported
+ * truncation range)): an old writer that no read quorum saw write may
+ * still have records on other segments. tails[i] receives PG i's newest
  * record at or below vdl. HX_ERR_NO_QUORUM as above. HX_ERR_NOT_COMPLETE
  * when vdl < base and some PG has a record in (vdl, base], so its newest
  * record at or below vdl is not in the reports: *out is filled (vcl and

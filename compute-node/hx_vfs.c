@@ -83,6 +83,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "hx_err.h"
 #include "page_diff.h"
@@ -231,6 +232,11 @@ typedef struct {
     /* lock table */
     int n_shared;       /* files holding SHARED or more */
     vfs_file *writer;   /* the file holding RESERVED or more */
+    /* Bumped and broadcast when a release may grant a refused lock
+     * (vfs_main_unlock): a refused connection waits for it instead of
+     * sleeping (vfs_busy_wait). */
+    uint64_t unlock_gen;
+    pthread_cond_t unlocked; /* CLOCK_MONOTONIC */
     /* committed-page cache */
     page_map cache;
     vfs_page lru;       /* sentinel */
@@ -250,6 +256,8 @@ struct vfs_file {
     uint64_t tx_size_pages;
     uint64_t last_commit_lsn; /* under vfs->mu */
     uint64_t read_lsn;        /* under vfs->mu */
+    uint64_t busy_gen;        /* under vfs->mu: unlock_gen at the last refusal */
+    uint64_t busy_since_ms;   /* connection thread: start of the current wait */
     uint8_t *scratch;  /* page_size bytes: commit base images */
 };
 
@@ -792,7 +800,8 @@ static void vfs_check_locks(const hx_vfs *v)
 #endif
 
 /* In-memory locks with SQLite's semantics (invariant 6). A refused lock
- * returns SQLITE_BUSY; SQLite's busy handler retries. */
+ * returns SQLITE_BUSY and notes the unlock generation it saw; the busy
+ * handler (vfs_busy_wait) retries once that generation moved. */
 static int vfs_main_lock(sqlite3_file *file, int level)
 {
     vfs_file *f = (vfs_file *)file;
@@ -831,6 +840,8 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     }
     f->lock = SQLITE_LOCK_EXCLUSIVE;
 out:
+    if (rc == SQLITE_BUSY)
+        f->busy_gen = v->unlock_gen;
     vfs_check_locks(v);
     pthread_mutex_unlock(&v->mu);
     return rc;
@@ -842,14 +853,28 @@ static int vfs_main_unlock(sqlite3_file *file, int level)
     hx_vfs *v = f->vfs;
 
     pthread_mutex_lock(&v->mu);
+    /* Only two releases can turn a refusal into a grant: the writer
+     * leaving (RESERVED, SHARED for PENDING) and the last other reader
+     * leaving while a writer waits in PENDING for EXCLUSIVE. Waking on
+     * every release would be a storm: a refused BEGIN IMMEDIATE drops its
+     * SHARED before it waits, which would wake every waiter again. */
+    int wake = 0;
     if (f->lock > SQLITE_LOCK_SHARED && level <= SQLITE_LOCK_SHARED) {
         assert(v->writer == f);
         v->writer = NULL;
+        wake = 1;
     }
-    if (level == SQLITE_LOCK_NONE && f->lock >= SQLITE_LOCK_SHARED)
+    if (level == SQLITE_LOCK_NONE && f->lock >= SQLITE_LOCK_SHARED) {
         v->n_shared--;
+        wake = wake || (v->writer && v->writer->lock == SQLITE_LOCK_PENDING &&
+                        v->n_shared == 1);
+    }
     if (level < f->lock)
         f->lock = level;
+    if (wake) {
+        v->unlock_gen++;
+        pthread_cond_broadcast(&v->unlocked);
+    }
     if (f->dirty.count > 0 && level <= SQLITE_LOCK_SHARED)
         v->stats.discards++;
     vfs_check_locks(v);
@@ -859,6 +884,39 @@ static int vfs_main_unlock(sqlite3_file *file, int level)
     if (level <= SQLITE_LOCK_SHARED)
         vfs_drop_buffer(f);
     return SQLITE_OK;
+}
+
+static uint64_t vfs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* SQLite's busy handler for a connection of ours (arg: its main file).
+ * SQLite's default one sleeps 1, 2, 5 ... 100 ms between retries, which
+ * caps concurrent sessions at a few hundred transactions per second;
+ * this one sleeps until a release that may grant it happened after the
+ * refusal (busy_gen), so a waiter retries the moment the holder is done. Gives
+ * up (SQLITE_BUSY to the statement) after HX_VFS_BUSY_TIMEOUT_MS. */
+static int vfs_busy_wait(void *arg, int count)
+{
+    vfs_file *f = arg;
+    hx_vfs *v = f->vfs;
+    uint64_t now = vfs_now_ms();
+    if (count == 0)
+        f->busy_since_ms = now;
+    uint64_t deadline = f->busy_since_ms + HX_VFS_BUSY_TIMEOUT_MS;
+    if (now >= deadline)
+        return 0;
+    struct timespec until = {.tv_sec = (time_t)(deadline / 1000),
+                             .tv_nsec = (long)(deadline % 1000) * 1000000L};
+    pthread_mutex_lock(&v->mu);
+    while (v->unlock_gen == f->busy_gen &&
+           pthread_cond_timedwait(&v->unlocked, &v->mu, &until) == 0) {
+    }
+    pthread_mutex_unlock(&v->mu);
+    return 1;
 }
 
 static int vfs_main_check_reserved(sqlite3_file *file, int *out)
@@ -1261,6 +1319,7 @@ static void vfs_free(hx_vfs *v)
     if (!v)
         return;
     cache_clear(v);
+    pthread_cond_destroy(&v->unlocked);
     pthread_mutex_destroy(&v->mu);
     free(v->db_name);
     free(v->name);
@@ -1291,7 +1350,16 @@ int hx_vfs_register(const char *name, const hx_page_store *store,
     if (!v)
         return HX_ERR_NOMEM;
     v->name = strdup(name);
-    if (!v->name || pthread_mutex_init(&v->mu, NULL) != 0) {
+    int cond_ok = 0;
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) == 0) {
+        cond_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
+                  pthread_cond_init(&v->unlocked, &ca) == 0;
+        pthread_condattr_destroy(&ca);
+    }
+    if (!v->name || !cond_ok || pthread_mutex_init(&v->mu, NULL) != 0) {
+        if (cond_ok)
+            pthread_cond_destroy(&v->unlocked);
         free(v->name);
         free(v);
         return HX_ERR_NOMEM;
@@ -1451,7 +1519,16 @@ int hx_vfs_open_db(const char *vfsname, sqlite3 **db)
         rc = HX_ERR_IO;
         goto fail;
     }
-    sqlite3_busy_timeout(d, HX_VFS_BUSY_TIMEOUT_MS);
+    sqlite3_file *main_file = NULL;
+    if (sqlite3_file_control(d, "main", SQLITE_FCNTL_FILE_POINTER,
+                             &main_file) != SQLITE_OK || !main_file ||
+        main_file->pMethods != &vfs_main_methods) {
+        vfs_log(SQLITE_CANTOPEN, "open %s: main file is not a hexad file",
+                vfsname);
+        rc = HX_ERR_IO;
+        goto fail;
+    }
+    sqlite3_busy_handler(d, vfs_busy_wait, main_file);
     snprintf(sql, sizeof(sql),
              "PRAGMA page_size=%u; PRAGMA journal_mode=MEMORY; "
              "PRAGMA locking_mode=NORMAL; PRAGMA synchronous=FULL; "

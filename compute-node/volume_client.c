@@ -20,8 +20,12 @@
  *     newer writer sealed the volume: the client turns fenced,
  *     acknowledges nothing more, fails every call and tells its owner
  *     (opts.on_fenced).
- *  6. A member gets no append before it acknowledged the recovery's
- *     truncation (trunc_pending), and no read either unless the recovery
+ *  6. No append goes out before a write quorum of every PG recorded the
+ *     recovery's truncation (trunc_quorum), so that every later recovery
+ *     sees our range and allocates above everything we could have
+ *     written (common/recovery.c design note 5); and none to a member
+ *     before it acknowledged the truncation itself (trunc_pending). No
+ *     read goes to a member before that either, unless the recovery
  *     surveyed it and it stayed connected (surveyed): what such a member
  *     holds above VDL cannot show in a read at or below VDL, so SQL is
  *     served while storage applies the truncation (its cost grows with
@@ -304,6 +308,8 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m)
             send_truncate(v, p, m);
         return;
     }
+    if (!v->trunc_quorum)
+        return;
     /* Binary search: first ring record above sent_lsn. */
     size_t lo = 0, hi = p->count;
     while (lo < hi) {
@@ -410,6 +416,23 @@ static void on_append_ack(hx_volume *v, int node, const Hexad__AppendAck *a)
     ring_trim(v, p);
 }
 
+void vc_trunc_quorum_check(hx_volume *v)
+{
+    if (v->trunc_quorum)
+        return;
+    for (size_t i = 0; i < v->n_pgs; i++) {
+        const vc_pg *p = v->pgs[i];
+        int done = 0;
+        for (int k = 0; p != NULL && k < HX_PG_MEMBERS; k++)
+            done += !p->m[k].trunc_pending;
+        if (p != NULL && done < HX_WRITE_QUORUM)
+            return;
+    }
+    v->trunc_quorum = true;
+    HX_INFO("recovery truncation recorded on a write quorum of every PG; "
+            "writes go out");
+}
+
 static void on_truncate_ack(hx_volume *v, int node, const Hexad__TruncateAck *a)
 {
     vc_pg *p = vc_pg_get(v, a->pg);
@@ -426,6 +449,7 @@ static void on_truncate_ack(hx_volume *v, int node, const Hexad__TruncateAck *a)
             hx_lsn_set_member_scl(v->lsn, a->pg, k, a->scl);
         HX_INFO("PG %u: %s applied the recovery truncation (SCL %llu)",
                 a->pg, v->nodes[node].cfg->id, (unsigned long long)a->scl);
+        vc_trunc_quorum_check(v);
     }
     pthread_cond_broadcast(&v->cv);
 }

@@ -102,6 +102,9 @@ struct hx_volume {
     uint64_t min_read_pin; /* oldest open read's point; 0: none */
     uint64_t next_quiet_check; /* volume_client.c design note 7 */
     uint64_t trunc_from, trunc_to; /* the recovery truncation range */
+    /* A write quorum of every PG recorded the truncation: appends may go
+     * out (volume_client.c design note 6). */
+    bool trunc_quorum;
     /* Recovery: nodes that did not accept the new epoch. Their survey
      * answers are ignored (vc_ask_all): an unsealed node may still take
      * the old writer's appends after it answered. */
@@ -120,6 +123,9 @@ vc_pg *vc_pg_get(hx_volume *v, uint32_t pg); /* under mu; NULL if absent */
 vc_pg *vc_pg_create(hx_volume *v, uint32_t pg, uint64_t membership_epoch,
                     char ids[HX_PG_MEMBERS][HX_ID_MAX]);
 int vc_member_index(const vc_pg *p, int node);
+/* Under mu: sets trunc_quorum once a write quorum of every PG acknowledged
+ * the recovery truncation. */
+void vc_trunc_quorum_check(hx_volume *v);
 void vc_progress(const hx_volume_opts *o, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int64_t vc_now_ms(void);

@@ -15,8 +15,8 @@
  *      it; a member that was away gets it first thing when it reconnects,
  *      before any append or read (volume_client.c design note 6). Open
  *      returns without waiting for the truncations: reads at or below VDL
- *      do not depend on them, and no commit is acknowledged before a write
- *      quorum of its PG applied them (its records reach no member before).
+ *      do not depend on them, and no append goes out before a write quorum
+ *      of every PG recorded the range (a commit waits for it).
  * No redo is replayed on the compute node.
  */
 #include <stdlib.h>
@@ -401,6 +401,8 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
             vp->m[m].sent_lsn = scl;
         }
     }
+    if (rc == HX_OK)
+        vc_trunc_quorum_check(v); /* a new volume: no PG to wait for */
     pthread_mutex_unlock(&v->mu);
     if (rc != HX_OK)
         goto out;
