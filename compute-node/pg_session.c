@@ -616,12 +616,18 @@ static void put_unconfirmed(pgw_buf *out, size_t mark, int rc, bool wrote,
                             const char *why)
 {
     bool late = rc == HX_ERR_TIMEOUT;
+    bool fenced = rc == HX_ERR_FENCED;
     const char *cause = late ? "the storage write quorum (4 of 6 copies) "
                                "did not confirm it before the deadline "
                                "(commit_timeout_ms)"
                              : hx_strerror(rc);
     char msg[ERRMSG_LEN_MAX];
-    if (wrote)
+    if (fenced)
+        snprintf(msg, sizeof(msg), "%s outcome unknown: this writer was "
+                 "fenced: a newer writer recovered the volume and owns it; "
+                 "this server acknowledges nothing more and exits",
+                 wrote ? "commit" : "read");
+    else if (wrote)
         snprintf(msg, sizeof(msg), "commit outcome unknown: %s; the "
                  "transaction committed on the writer and may still "
                  "become durable", cause);
@@ -629,18 +635,23 @@ static void put_unconfirmed(pgw_buf *out, size_t mark, int rc, bool wrote,
         snprintf(msg, sizeof(msg), "read not confirmed durable: %s; what "
                  "this transaction read includes commits that may be lost "
                  "if the writer crashes", cause);
+    const char *hint =
+        fenced ? "Connect to the new writer (the cluster file's compute "
+                 "line that started last) and read the data back to learn "
+                 "whether the transaction took effect before retrying it."
+        : wrote ? "Make 4 of every 6 storage copies reachable "
+                  "(./hexad status shows the nodes that are down; "
+                  "./hexad start NODE), then read the data back to "
+                  "learn whether the transaction took effect before "
+                  "retrying it."
+                : "Make 4 of every 6 storage copies reachable "
+                  "(./hexad status; ./hexad start NODE), then run "
+                  "the query again.";
     pgw_buf_truncate(out, mark);
     pgw_put_error(out, "ERROR",
-                  late ? SQLSTATE_COMPLETION_UNKNOWN : SQLSTATE_IO_ERROR,
-                  msg, why[0] ? why : NULL,
-                  wrote ? "Make 4 of every 6 storage copies reachable "
-                          "(./hexad status shows the nodes that are down; "
-                          "./hexad start NODE), then read the data back to "
-                          "learn whether the transaction took effect before "
-                          "retrying it."
-                        : "Make 4 of every 6 storage copies reachable "
-                          "(./hexad status; ./hexad start NODE), then run "
-                          "the query again.");
+                  late || fenced ? SQLSTATE_COMPLETION_UNKNOWN
+                                 : SQLSTATE_IO_ERROR,
+                  msg, why[0] ? why : NULL, hint);
 }
 
 /* Appends CommandComplete, or, when the reply hook fails, an error in

@@ -180,7 +180,13 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
                             size_t *budget, size_t *written,
                             segment_store_why *why)
 {
+    /* Up to the writer's min read point when it sent one: that is at or
+     * below its VDL, and a recovery truncates only above the VDL, so the
+     * truncation then finds no version to drop (coalesce_truncate's fast
+     * path) whatever the size of the segment. */
     uint64_t scl = hx_chain_scl(g->chain);
+    if (g->min_read_lsn != 0 && g->min_read_lsn < scl)
+        scl = g->min_read_lsn;
     uint32_t page_size = 0;
     uint64_t pg_pages = 0;
     if (g->coalesced_lsn >= scl || !seg_geometry(s, g, &page_size, &pg_pages))
@@ -290,6 +296,9 @@ int segment_store_coalesce(segment_store *s, size_t max_records,
 int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
                       uint64_t from, segment_store_why *why)
 {
+    /* Invariant 2: no version lies above coalesced_lsn. */
+    if (g->coalesced_lsn < from)
+        return HX_OK;
     uint8_t k[KEY_MAX_LEN];
     key_page_tag(k, KEY_VERSION, g->vol, g->pg, 0, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
