@@ -14,6 +14,10 @@
  *          size change is flushed too (RocksDB's WAL).
  *   rtt:   a 64-byte ping-pong over a loopback TCP connection with
  *          TCP_NODELAY, echoed by a thread of this process.
+ *   quorum: six threads each append + fdatasync their own file at the
+ *          same moment; a sample is the time until the 4th is done. On
+ *          one machine the six copies of a write share one device, so a
+ *          4-of-6 commit cannot beat this (floor_quorum_us = it + rtt).
  *
  * Output: one "key=value" line per figure, microseconds, medians and p99
  * over N samples, then "floor_us" = the lower fsync median + the RTT
@@ -44,9 +48,11 @@ static void usage(FILE *f)
         "\n"
         "Measures the physical floor of a commit on this machine:\n"
         "  fdatasync of a 4 KiB write in DIR (overwrite of a preallocated\n"
-        "  file, and append), and a 64-byte loopback TCP round trip.\n"
-        "Prints key=value lines in microseconds (median, p99) and\n"
-        "floor_us = min(fsync medians) + rtt median.\n"
+        "  file, and append), a 64-byte loopback TCP round trip, and six\n"
+        "  concurrent appends + fdatasync (time until the 4th is done).\n"
+        "Prints key=value lines in microseconds (median, p99),\n"
+        "floor_us = min(fsync medians) + rtt median and\n"
+        "floor_quorum_us = 4-of-6 concurrent fsync median + rtt median.\n"
         "\n"
         "  --dir DIR     directory on the filesystem to measure (default .)\n"
         "  --samples N   samples per figure, 1..%d (default 200)\n"
@@ -131,6 +137,95 @@ fail:
     close(fd);
     unlink(path);
     return -1;
+}
+
+/* ----------------------------------------------------- quorum fsync */
+
+#define FLOOR_COPIES 6
+#define FLOOR_QUORUM 4
+
+typedef struct {
+    pthread_barrier_t *start, *end;
+    char path[4160];
+    int n;
+    uint64_t *done_ns; /* per sample: when this copy's fdatasync returned */
+    int failed;
+} quorum_copy;
+
+static void *quorum_copy_main(void *arg)
+{
+    quorum_copy *c = arg;
+    static _Thread_local char block[FLOOR_BLOCK_BYTES];
+    int fd = open(c->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    c->failed = fd < 0;
+    memset(block, 'q', sizeof block);
+    for (int i = 0; i < c->n; i++) {
+        pthread_barrier_wait(c->start);
+        if (!c->failed &&
+            (write_full(fd, block, sizeof block, (off_t)i * FLOOR_BLOCK_BYTES) != 0 ||
+             fdatasync(fd) != 0))
+            c->failed = 1;
+        c->done_ns[i] = now_ns();
+        pthread_barrier_wait(c->end);
+    }
+    if (fd >= 0)
+        close(fd);
+    unlink(c->path);
+    return NULL;
+}
+
+static int measure_quorum(const char *path, uint64_t *ns, int n)
+{
+    pthread_barrier_t start, end;
+    quorum_copy copy[FLOOR_COPIES];
+    pthread_t th[FLOOR_COPIES];
+    uint64_t *done = calloc((size_t)n * FLOOR_COPIES, sizeof *done);
+    int started = 0, rc = -1;
+    if (done == NULL || pthread_barrier_init(&start, NULL, FLOOR_COPIES + 1) != 0)
+        goto out_free;
+    if (pthread_barrier_init(&end, NULL, FLOOR_COPIES + 1) != 0) {
+        pthread_barrier_destroy(&start);
+        goto out_free;
+    }
+    for (; started < FLOOR_COPIES; started++) {
+        quorum_copy *c = &copy[started];
+        c->start = &start;
+        c->end = &end;
+        c->n = n;
+        c->done_ns = done + (size_t)started * (size_t)n;
+        c->failed = 0;
+        snprintf(c->path, sizeof c->path, "%s.q%d", path, started);
+        if (pthread_create(&th[started], NULL, quorum_copy_main, c) != 0)
+            break;
+    }
+    if (started < FLOOR_COPIES) {
+        /* Threads that started wait at a barrier that cannot fill. */
+        fprintf(stderr, "hexad-floor: cannot start %d threads\n", FLOOR_COPIES);
+        exit(1);
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t t[FLOOR_COPIES];
+        pthread_barrier_wait(&start);
+        uint64_t t0 = now_ns();
+        pthread_barrier_wait(&end);
+        for (int c = 0; c < FLOOR_COPIES; c++)
+            t[c] = copy[c].done_ns[i];
+        qsort(t, FLOOR_COPIES, sizeof t[0], cmp_u64);
+        ns[i] = t[FLOOR_QUORUM - 1] > t0 ? t[FLOOR_QUORUM - 1] - t0 : 0;
+    }
+    rc = 0;
+    for (int c = 0; c < FLOOR_COPIES; c++) {
+        pthread_join(th[c], NULL);
+        if (copy[c].failed)
+            rc = -1;
+    }
+    if (rc != 0)
+        fprintf(stderr, "hexad-floor: concurrent write/fdatasync in %s.q* failed\n", path);
+    pthread_barrier_destroy(&start);
+    pthread_barrier_destroy(&end);
+out_free:
+    free(done);
+    return rc;
 }
 
 /* -------------------------------------------------------------- rtt */
@@ -261,7 +356,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
-    double over, app, rtt;
+    double over, app, rtt, quorum;
     printf("samples=%d\nblock_bytes=%d\n", n, FLOOR_BLOCK_BYTES);
     if (measure_fsync(path, 0, ns, n) != 0)
         goto fail;
@@ -272,7 +367,11 @@ int main(int argc, char **argv)
     if (measure_rtt(ns, n) != 0)
         goto fail;
     rtt = report("rtt", ns, n);
+    if (measure_quorum(path, ns, n) != 0)
+        goto fail;
+    quorum = report("fsync_quorum4of6", ns, n);
     printf("floor_us=%.1f\n", (over < app ? over : app) + rtt);
+    printf("floor_quorum_us=%.1f\n", quorum + rtt);
     free(ns);
     return 0;
 fail:
