@@ -206,6 +206,51 @@ hx_cluster_start() {
     hx_log "cluster up: ${#ids[@]} storage nodes, ports $((HX_BASE_PORT + 1))-$((HX_BASE_PORT + ${#ids[@]})), dir $HX_TMP"
 }
 
+# ---- the writer w1 of hx_cluster_start's cluster file (psql, libpq)
+
+HX_COMPUTE_READY_S=${HX_COMPUTE_READY_S:-60}  # start -> accepts SQL (recovery)
+HX_COMPUTE_STOP_S=${HX_COMPUTE_STOP_S:-40}    # SIGTERM -> exit (a held reply may wait out a commit)
+HX_COMPUTE_PID=
+
+# Exports the libpq environment (PGHOST, PGPORT...) for w1 and sets
+# PG_HOST and PG_PORT. Call after hx_cluster_start.
+hx_pg_env() {
+    PG_HOST=127.0.0.1
+    PG_PORT=$((HX_BASE_PORT + 200))
+    grep -q "addr=$PG_HOST:$PG_PORT" "$HX_CONF" ||
+        hx_fail "cluster file has no compute node on $PG_HOST:$PG_PORT: $(grep compute "$HX_CONF")"
+    export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
+    unset PGPASSWORD PGSERVICE PGSSLMODE
+}
+
+# Starts hexad-compute w1 (log: $HX_LOGS/w1.log) and waits until it
+# accepts connections (pg_isready needs no password: a FATAL reply still
+# means "accepting"). Sets HX_COMPUTE_PID.
+hx_compute_start() {
+    local pid
+    echo "--- $(date +%T) start" >>"$HX_LOGS/w1.log"
+    "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
+    pid=$!
+    hx_track_pid "$pid"
+    HX_COMPUTE_PID=$pid
+    wait_until "! kill -0 $pid || pg_isready -q -t 2" "$HX_COMPUTE_READY_S" 0.2 ||
+        hx_fail "hexad-compute (pid $pid) did not accept connections on $PG_HOST:$PG_PORT within ${HX_COMPUTE_READY_S} s"
+    kill -0 "$pid" 2>/dev/null || hx_fail "hexad-compute exited while starting; see $HX_LOGS/w1.log"
+}
+
+# hx_compute_stop SIGNAL: by pid; after TERM the exit status must be 0.
+hx_compute_stop() {
+    local sig=$1 pid=$HX_COMPUTE_PID rc=0
+    [ -n "$pid" ] || hx_fail "hx_compute_stop: hexad-compute is not running"
+    kill -s "$sig" "$pid"
+    wait_until "! kill -0 $pid" "$HX_COMPUTE_STOP_S" || hx_fail "hexad-compute (pid $pid) still runs ${HX_COMPUTE_STOP_S} s after SIG$sig"
+    wait "$pid" || rc=$?
+    HX_COMPUTE_PID=
+    if [ "$sig" = TERM ] && [ "$rc" -ne 0 ]; then
+        hx_fail "hexad-compute exited $rc after SIGTERM (expected 0); see $HX_LOGS/w1.log"
+    fi
+}
+
 # hexadctl against this test's cluster, bounded: hx_ctl TIMEOUT_S args...
 hx_ctl_t() {
     local t=$1

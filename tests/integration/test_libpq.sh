@@ -17,39 +17,10 @@
 hx_require_bins HEXAD_STORAGE_BIN HEXAD_COMPUTE_BIN HEXAD_TEST_LIBPQ_BIN
 command -v pg_isready >/dev/null || hx_fail "pg_isready is not installed; run 'bash deploy/install-deps.sh' (postgresql-client)"
 
-READY_DEADLINE_S=60   # compute node accepts SQL after start (recovery)
-STOP_DEADLINE_S=40
 CLIENT_TIMEOUT_S=300  # the whole test_libpq run
 
 hx_cluster_start --pg-pages 16384
-PG_HOST=127.0.0.1
-PG_PORT=$((HX_BASE_PORT + 200))
-grep -q "addr=$PG_HOST:$PG_PORT" "$HX_CONF" || hx_fail "cluster file has no compute node on $PG_HOST:$PG_PORT"
-export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
-unset PGPASSWORD PGSERVICE PGSSLMODE
-COMPUTE_PID=
-
-compute_start() {
-    local pid
-    echo "--- $(date +%T) start" >>"$HX_LOGS/w1.log"
-    "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
-    pid=$!
-    hx_track_pid "$pid"
-    COMPUTE_PID=$pid
-    # pg_isready needs no password: a FATAL reply still means "accepting".
-    wait_until "! kill -0 $pid || pg_isready -q -t 2" "$READY_DEADLINE_S" 0.2 ||
-        hx_fail "hexad-compute (pid $pid) did not accept connections on $PG_HOST:$PG_PORT within ${READY_DEADLINE_S} s"
-    kill -0 "$pid" 2>/dev/null || hx_fail "hexad-compute exited while starting; see $HX_LOGS/w1.log"
-}
-
-compute_stop_term() {
-    local pid=$COMPUTE_PID rc=0
-    kill -s TERM "$pid"
-    wait_until "! kill -0 $pid" "$STOP_DEADLINE_S" || hx_fail "hexad-compute (pid $pid) still runs ${STOP_DEADLINE_S} s after SIGTERM"
-    wait "$pid" || rc=$?
-    [ "$rc" -eq 0 ] || hx_fail "hexad-compute exited $rc after SIGTERM (expected 0); see $HX_LOGS/w1.log"
-    COMPUTE_PID=
-}
+hx_pg_env
 
 run_client() {  # what [password]
     local what=$1 rc=0 log=$HX_LOGS/test_libpq-$1.log
@@ -61,21 +32,21 @@ run_client() {  # what [password]
 }
 
 # ---- (a) trust
-compute_start
+hx_compute_start
 run_client trust
 
 # ---- (b) password authentication
-compute_stop_term
+hx_compute_stop TERM
 PASSWORD="s3cret-$RANDOM"
 sed -i "s/^\(compute .*id=w1 .*\)$/\1 password=$PASSWORD/" "$HX_CONF"
 grep -q "password=$PASSWORD" "$HX_CONF" || hx_fail "(b) could not add password= to the compute line of $HX_CONF"
-compute_start
+hx_compute_start
 run_client password "$PASSWORD"
 
 # ---- (c) the server survived everything, and says what it refused
-kill -0 "$COMPUTE_PID" || hx_fail "(c) hexad-compute died during the tests; see $HX_LOGS/w1.log"
+kill -0 "$HX_COMPUTE_PID" || hx_fail "(c) hexad-compute died during the tests; see $HX_LOGS/w1.log"
 grep -q "cancel request for pid=[0-9]*: interrupting" "$HX_LOGS/w1.log" ||
     hx_fail "(c) the compute log does not show the cancel request interrupting a session"
 hx_pass "(c) hexad-compute still runs; cancel requests logged"
-compute_stop_term
+hx_compute_stop TERM
 hx_pass "test_libpq: all checks passed"

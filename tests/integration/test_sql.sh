@@ -23,8 +23,6 @@ for t in psql pg_isready pgbench jq; do
     command -v "$t" >/dev/null || hx_fail "$t is not installed; run 'bash deploy/install-deps.sh' (postgresql-client, jq)"
 done
 
-READY_DEADLINE_S=60     # compute node accepts SQL after start (recovery)
-STOP_DEADLINE_S=40      # SIGTERM -> exit (a held reply may wait out a commit)
 SQL_TIMEOUT_S=120       # any one psql invocation
 BENCH_TIMEOUT_S=300
 
@@ -33,38 +31,7 @@ COMMIT_TIMEOUT_MS=5000  # cluster file: how long a reply may wait for 4/6
 hx_cluster_start --pg-pages 16384
 sed -i "s/commit_timeout_ms=[0-9]*/commit_timeout_ms=$COMMIT_TIMEOUT_MS/" "$HX_CONF"
 grep -q "commit_timeout_ms=$COMMIT_TIMEOUT_MS" "$HX_CONF" || hx_fail "could not set commit_timeout_ms in $HX_CONF"
-PG_HOST=127.0.0.1
-PG_PORT=$((HX_BASE_PORT + 200))
-grep -q "addr=$PG_HOST:$PG_PORT" "$HX_CONF" || hx_fail "cluster file has no compute node on $PG_HOST:$PG_PORT: $(grep compute "$HX_CONF")"
-export PGHOST=$PG_HOST PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
-unset PGPASSWORD PGSERVICE PGSSLMODE
-COMPUTE_PID=
-
-compute_start() {
-    local pid
-    echo "--- $(date +%T) start" >>"$HX_LOGS/w1.log"
-    "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
-    pid=$!
-    hx_track_pid "$pid"
-    COMPUTE_PID=$pid
-    if ! wait_until "! kill -0 $pid || pg_isready -q -t 2" "$READY_DEADLINE_S" 0.2; then
-        hx_fail "hexad-compute (pid $pid) did not accept connections on $PG_HOST:$PG_PORT within ${READY_DEADLINE_S} s"
-    fi
-    kill -0 "$pid" 2>/dev/null || hx_fail "hexad-compute exited while starting; see $HX_LOGS/w1.log"
-}
-
-# compute_stop SIGNAL: by pid; for TERM also checks exit status 0.
-compute_stop() {
-    local sig=$1 pid=$COMPUTE_PID rc=0
-    [ -n "$pid" ] || hx_fail "compute_stop: not running"
-    kill -s "$sig" "$pid"
-    wait_until "! kill -0 $pid" "$STOP_DEADLINE_S" || hx_fail "hexad-compute (pid $pid) still runs ${STOP_DEADLINE_S} s after SIG$sig"
-    wait "$pid" || rc=$?
-    COMPUTE_PID=
-    if [ "$sig" = TERM ] && [ "$rc" -ne 0 ]; then
-        hx_fail "hexad-compute exited $rc after SIGTERM (expected 0); see $HX_LOGS/w1.log"
-    fi
-}
+hx_pg_env
 
 # sql SQL...: runs through psql, stops at the first error; prints rows
 # unaligned, tuples only, '|' separated.
@@ -82,7 +49,7 @@ expect() {
 }
 
 # ---- (a) basic SQL over the volume
-compute_start
+hx_compute_start
 hx_log "hexad-compute up on $PG_HOST:$PG_PORT ($(grep -o 'serving PostgreSQL.*' "$HX_LOGS/w1.log" | tail -n 1))"
 out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -A -t -v ON_ERROR_STOP=1 2>&1 <<'EOF'
 CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL, s TEXT);
@@ -116,10 +83,10 @@ expect "(b) count after rollback" "SELECT count(*) FROM t" "100"
 expect "(b) sum after rollback" "SELECT sum(v) FROM t" "50500"
 
 # ---- (c) clean restart of the compute node = recovery
-compute_stop TERM
+hx_compute_stop TERM
 grep -q "stopped (exit 0)" "$HX_LOGS/w1.log" || hx_fail "(c) no 'stopped (exit 0)' in the compute log after SIGTERM"
 hx_pass "(c) SIGTERM: hexad-compute closed its connections and exited 0"
-compute_start
+hx_compute_start
 expect "(c) count after restart" "SELECT count(*) FROM t" "100"
 expect "(c) sum after restart" "SELECT sum(v) FROM t" "50500"
 
@@ -229,7 +196,7 @@ hx_track_pid "$idle_pid"
 echo "SELECT 1;" >&7
 wait_until "[ \$(grep -c 'connected\$' '$HX_LOGS/w1.log') -gt \$(grep -c 'disconnected (' '$HX_LOGS/w1.log') ]" 10 ||
     hx_fail "the idle psql did not connect"
-compute_stop TERM
+hx_compute_stop TERM
 grep -q "closing 1 client connection" "$HX_LOGS/w1.log" || hx_fail "SIGTERM: the log does not show the idle client being closed"
 hx_pass "SIGTERM with an idle client: connection closed, exit 0"
 exec 7>&-

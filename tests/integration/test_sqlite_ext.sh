@@ -18,41 +18,15 @@ for t in sqlite3 psql pg_isready; do
 done
 [ -f "$HEXAD_VFS_EXT" ] || hx_fail "HEXAD_VFS_EXT=$HEXAD_VFS_EXT does not exist; build first"
 
-READY_DEADLINE_S=60
-STOP_DEADLINE_S=40
 SQL_TIMEOUT_S=120
 SHELL_TIMEOUT_S=120
 
 hx_cluster_start --pg-pages 16384
-PG_PORT=$((HX_BASE_PORT + 200))
-export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
-unset PGPASSWORD PGSERVICE PGSSLMODE
-COMPUTE_PID=
+hx_pg_env
 
 # A sanitizer build of the extension needs its runtime loaded first.
 EXT_PRELOAD=$(ldd "$HEXAD_VFS_EXT" | awk '/lib(a|ub)san\.so/ { printf "%s%s", sep, $3; sep = ":" }')
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=0}
-
-compute_start() {
-    local pid
-    echo "--- $(date +%T) start" >>"$HX_LOGS/w1.log"
-    "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/null >>"$HX_LOGS/w1.log" 2>&1 &
-    pid=$!
-    hx_track_pid "$pid"
-    COMPUTE_PID=$pid
-    wait_until "! kill -0 $pid || pg_isready -q -t 2" "$READY_DEADLINE_S" 0.2 ||
-        hx_fail "hexad-compute (pid $pid) did not accept connections within ${READY_DEADLINE_S} s"
-    kill -0 "$pid" 2>/dev/null || hx_fail "hexad-compute exited while starting; see $HX_LOGS/w1.log"
-}
-
-compute_stop_term() {
-    local pid=$COMPUTE_PID rc=0
-    kill -s TERM "$pid"
-    wait_until "! kill -0 $pid" "$STOP_DEADLINE_S" || hx_fail "hexad-compute (pid $pid) still runs ${STOP_DEADLINE_S} s after SIGTERM"
-    wait "$pid" || rc=$?
-    [ "$rc" -eq 0 ] || hx_fail "hexad-compute exited $rc after SIGTERM (expected 0)"
-    COMPUTE_PID=
-}
 
 expect_psql() {  # what SQL WANT
     local got rc=0
@@ -74,7 +48,7 @@ shell() {
 }
 
 # ---- (a) data through psql
-compute_start
+hx_compute_start
 out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -q -v ON_ERROR_STOP=1 -c \
     "CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT NOT NULL);
      INSERT INTO t (id, s)
@@ -102,12 +76,12 @@ got=$(shell -- "SELECT count(*) FROM t;") || hx_fail "(b) second shell failed: $
 hx_pass "(b) the writer was not fenced; a new shell sees its new commit"
 
 # ---- (c) writer mode, with the compute node stopped
-compute_stop_term
+hx_compute_stop TERM
 rc=0
 got=$(shell HEXAD_VFS_MODE=writer -- "INSERT INTO t VALUES (1000, 'from the shell'); SELECT count(*) FROM t;") || rc=$?
 [ "$rc" -eq 0 ] && [ "$got" = 502 ] || hx_fail "(c) writer mode: exit $rc, output '$got' (expected 502)"
 hx_pass "(c) HEXAD_VFS_MODE=writer: the shell committed a row"
-compute_start
+hx_compute_start
 expect_psql "(c) hexad-compute after the shell's commit" "SELECT s FROM t WHERE id = 1000" "from the shell"
 expect_psql "(c) count" "SELECT count(*) FROM t" "502"
 
@@ -117,5 +91,5 @@ got=$(printf '.load %s\n' "${HEXAD_VFS_EXT%.so}" |
     env HEXAD_CLUSTER="$HX_TMP/no-such.conf" LD_PRELOAD="$EXT_PRELOAD" timeout -k 5 60 sqlite3 -batch -bail 2>&1) || rc=$?
 [ "$rc" -ne 0 ] && grep -q "HEXAD_CLUSTER" <<<"$got" || hx_fail "(d) a missing cluster file: exit $rc, '$got'"
 hx_pass "(d) a missing cluster file: $(head -n 1 <<<"$got")"
-compute_stop_term
+hx_compute_stop TERM
 hx_pass "test_sqlite_ext: all checks passed"
