@@ -6,7 +6,7 @@
 #   hx_kill_node s1; hx_start_node s1; hx_ctl status --json
 #
 # Rules it keeps: traffic only on 127.0.0.1; its own temp dir; free ports
-# (a random base in 20000-40000 checked with ss); every process it starts
+# (a claimed slot below the ephemeral range, checked with ss); every process it starts
 # is recorded and stopped BY PID on exit (never by name); every wait has a
 # deadline.
 #
@@ -69,6 +69,9 @@ hx_cleanup() {
     else
         rm -rf -- "$HX_TMP"
     fi
+    if [ -n "$HX_PORT_SLOT" ] && [ "$(cat "$HX_PORT_SLOT/pid" 2>/dev/null)" = $$ ]; then
+        rm -rf -- "$HX_PORT_SLOT"
+    fi
     exit "$rc"
 }
 trap hx_cleanup EXIT
@@ -109,12 +112,41 @@ hx_port_listening() {  # port
     [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
-# Picks a base port P in 20000-40000 such that nothing listens on
-# P+1..P+n, P+101..P+100+n (metrics) and P+200 (SQL). Sets HX_BASE_PORT.
+# Picks a base port P such that nothing listens on P+1..P+n,
+# P+101..P+100+n (metrics) and P+200 (SQL), and sets HX_BASE_PORT.
+# P is the start of a slot of HX_PORT_SLOT_SIZE ports between 20000 and the
+# kernel's ephemeral range (ip_local_port_range), so that no outgoing
+# connection's local port lands on a node's port; the slot is claimed with
+# mkdir (atomic) in HX_PORT_SLOT_DIR so that tests running at the same time
+# never share one. A slot whose owner died is taken over; hx_cleanup frees it.
+HX_PORT_SLOT_SIZE=300
+HX_PORT_SLOT_DIR=${TMPDIR:-/tmp}/hexad-test-port-slots
+HX_PORT_SLOT=""
+
+hx_claim_slot() {  # slot dir -> true when this test now owns it
+    local owner
+    if mkdir "$1" 2>/dev/null; then
+        echo $$ >"$1/pid"
+        return 0
+    fi
+    owner=$(cat "$1/pid" 2>/dev/null || true)
+    # An owner that is gone (or a claim half made): free it for a later try.
+    if [ -z "$owner" ] || ! kill -0 "$owner" 2>/dev/null; then
+        rm -rf -- "$1"
+    fi
+    return 1
+}
+
 hx_pick_ports() {  # n
-    local n=$1 p i used busy
-    for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 19700))
+    local n=$1 eph=32768 slots k p i used busy
+    read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    slots=$(( (eph - 20000) / HX_PORT_SLOT_SIZE - 1 ))
+    [ "$slots" -ge 1 ] || slots=60  # no room below it: 20000-38000 then
+    mkdir -p "$HX_PORT_SLOT_DIR"
+    for _ in $(seq 1 100); do
+        k=$((RANDOM % slots))
+        p=$((20000 + k * HX_PORT_SLOT_SIZE))
+        hx_claim_slot "$HX_PORT_SLOT_DIR/$k" || continue
         used=$(ss -Hltn 2>/dev/null | awk '{ sub(/.*:/, "", $4); print $4 }')
         busy=0
         for i in $(seq 1 "$n") $(seq 101 $((100 + n))) 200; do
@@ -122,10 +154,12 @@ hx_pick_ports() {  # n
         done
         if [ "$busy" -eq 0 ]; then
             HX_BASE_PORT=$p
+            HX_PORT_SLOT=$HX_PORT_SLOT_DIR/$k
             return 0
         fi
+        rm -rf -- "$HX_PORT_SLOT_DIR/$k"
     done
-    hx_fail "no free port range found in 20000-40000 after 50 tries (ss -ltn shows them busy)"
+    hx_fail "no free port slot found below $eph after 100 tries (other tests hold them, or ss -ltn shows them busy)"
 }
 
 # The storage address (host:port) of node ID, from the cluster file.
