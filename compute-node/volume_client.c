@@ -49,6 +49,14 @@
  *     SCL (common/recovery.h), so one quiet PG would make a writer start
  *     list the whole log written since it went quiet; with the heartbeat
  *     the survey is bounded whatever the log's size.
+ *  8. A member's SCL can rise without an append of ours: gossip fills a
+ *     hole below records it already acknowledged (typically the records a
+ *     recovery kept from copies the member missed). Acks are the only way
+ *     we learn SCLs, so a member that holds records we sent above its
+ *     reported SCL, and has nothing in flight, is asked again with an
+ *     empty append every VC_POLL_MS (poll_ev); its ack carries the SCL.
+ *     Without it a lone commit could wait forever for a VDL storage
+ *     already reached.
  */
 #include "volume_internal.h"
 
@@ -75,6 +83,7 @@
 #define VC_SEND_BUFFER_MAX (16u << 20)
 #define VC_QUIET_LSNS 16384u          /* design note 7 */
 #define VC_QUIET_CHECK_LSNS 4096u     /* how often PGs are looked at */
+#define VC_POLL_MS 50                 /* design note 8 */
 
 int64_t vc_now_ms(void)
 {
@@ -297,7 +306,7 @@ static void send_truncate(hx_volume *v, vc_pg *p, vc_member *m)
 }
 
 /* Ships the records member m lacks, one AppendRecords. */
-static void send_member(hx_volume *v, vc_pg *p, vc_member *m)
+static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
 {
     vc_node *n = &v->nodes[m->node];
     if (n->conn == NULL || !n->connected || m->inflight >= VC_INFLIGHT_MAX ||
@@ -319,9 +328,13 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m)
         else
             hi = mid;
     }
-    if (lo == p->count)
-        return;
     size_t n_recs = 0, bytes = 0;
+    if (lo == p->count) {
+        /* Nothing new: an empty append asks for the SCL (note 8). */
+        if (m->inflight > 0 || !poll ||
+            hx_lsn_member_scl(v->lsn, p->pg, (int)(m - p->m)) >= m->sent_lsn)
+            return;
+    }
     Hexad__Record *batch[VC_BATCH_RECORDS_MAX];
     for (size_t i = lo; i < p->count && n_recs < VC_BATCH_RECORDS_MAX; i++) {
         vc_rec *r = ring_at(p, i);
@@ -361,10 +374,12 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m)
         return;
     }
     m->inflight++;
-    m->sent_lsn = batch[n_recs - 1]->lsn;
+    if (n_recs > 0)
+        m->sent_lsn = batch[n_recs - 1]->lsn;
 }
 
-static void pump(hx_volume *v)
+/* poll: also ask members that may hold more than they reported (note 8). */
+static void pump(hx_volume *v, bool poll)
 {
     if (v->lsn == NULL || v->fenced)
         return;
@@ -374,7 +389,7 @@ static void pump(hx_volume *v)
             continue;
         for (int k = 0; k < HX_PG_MEMBERS; k++)
             if (p->m[k].node >= 0)
-                send_member(v, p, &p->m[k]);
+                send_member(v, p, &p->m[k], poll);
     }
 }
 
@@ -390,7 +405,18 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     vc_calls_pump(v);
-    pump(v);
+    pump(v, false);
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hx_volume *v = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&v->mu);
+    if (!v->stopping)
+        pump(v, true);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -507,7 +533,7 @@ static void conn_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
         break;
     }
     vc_calls_pump(v);
-    pump(v);
+    pump(v, false);
     pthread_mutex_unlock(&v->mu);
     /* After unlocking: closing calls conn_close, which takes mu. */
     if (drop)
@@ -562,7 +588,7 @@ static void conn_connected(hx_conn *c, void *arg)
     HX_INFO("connected to storage node %s (%s, %s)", n->cfg->id, n->cfg->az,
             n->cfg->addr);
     vc_calls_pump(v);
-    pump(v);
+    pump(v, false);
     pthread_cond_broadcast(&v->cv);
     pthread_mutex_unlock(&v->mu);
 }
@@ -618,6 +644,8 @@ static void volume_free(hx_volume *v)
             event_free(v->nodes[i].retry_ev);
     if (v->kick_ev)
         event_free(v->kick_ev);
+    if (v->poll_ev)
+        event_free(v->poll_ev);
     if (v->base)
         event_base_free(v->base);
     hx_lsn_tracker_destroy(v->lsn);
@@ -651,8 +679,11 @@ int hx_volume_open(const hx_volume_opts *o, hx_volume **out)
     if (v->base == NULL)
         goto fail;
     v->kick_ev = event_new(v->base, -1, 0, kick_cb, v);
-    if (v->kick_ev == NULL)
+    v->poll_ev = event_new(v->base, -1, EV_PERSIST, poll_cb, v);
+    if (v->kick_ev == NULL || v->poll_ev == NULL)
         goto fail;
+    struct timeval poll_tv = {0, VC_POLL_MS * 1000};
+    event_add(v->poll_ev, &poll_tv);
     v->n_nodes = v->cluster.n_storage;
     for (size_t i = 0; i < v->n_nodes; i++) {
         vc_node *n = &v->nodes[i];
@@ -696,6 +727,7 @@ static void stop_cb(evutil_socket_t fd, short what, void *arg)
         if (n->conn != NULL)
             hx_conn_close(n->conn, "volume closed");
     }
+    event_del(v->poll_ev);
     event_base_loopbreak(v->base);
 }
 

@@ -88,6 +88,7 @@ struct hx_volume {
     pthread_t thread;
     struct event_base *base;
     struct event *kick_ev;
+    struct event *poll_ev; /* VC_POLL_MS: SCLs that rose by gossip */
     bool stopping;
 
     vc_node nodes[HX_MAX_STORAGE_NODES];
