@@ -328,7 +328,10 @@ static void cache_evict(hx_vfs *v)
     while (p != &v->lru && scan-- > 0 &&
            v->cache.count > v->cache_pages_max) {
         vfs_page *prev = p->lru_prev;
-        if (p->lsn <= read_point) {
+        /* Page 1 stays: its change counters may be newer than storage's
+         * (vfs_header_counters_only), and a connection that saw a counter
+         * must never see an older one again. */
+        if (p->lsn <= read_point && p->page_no != 0) {
             lru_unlink(p);
             map_remove(&v->cache, p);
             page_free(p);
@@ -441,6 +444,45 @@ static int page_cmp(const void *a, const void *b)
     return x->page_no < y->page_no ? -1 : x->page_no > y->page_no;
 }
 
+/* SQLite bumps the file change counter (bytes 24..27 of page 1) and its
+ * copy, version-valid-for (92..95), in every write transaction. Only this
+ * process's connections use them (to learn that their page caches are
+ * stale), and they read page 1 from the cache, where it stays (cache_evict).
+ * So a page 1 whose only changes are those counters is not shipped: it would
+ * add a record, and often a whole PG, to every commit. Storage's page 1 keeps
+ * both counters equal (they change together, and any other change of page 1
+ * ships the whole diff), so the in-header size stays valid for readers that
+ * open the volume later. */
+static int vfs_header_counters_only(const hx_patch *patches, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t lo = patches[i].offset, hi = lo + patches[i].len;
+        if (!((lo >= 24 && hi <= 28) || (lo >= 92 && hi <= 96)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Moves committed page p (taken out of f's buffer) into the cache at lsn
+ * (vfs->mu held; allocates nothing: invariant 4). */
+static void cache_install(hx_vfs *v, vfs_file *f, vfs_page *p, uint64_t lsn)
+{
+    map_remove(&f->dirty, p);
+    vfs_page *c = map_find(&v->cache, p->page_no);
+    if (c) {
+        uint8_t *old = c->image;
+        c->image = p->image;
+        p->image = old;
+        page_free(p);
+        lru_unlink(c);
+    } else {
+        c = p;
+        (void)map_insert(&v->cache, c); /* has buckets since register */
+    }
+    c->lsn = lsn;
+    lru_push_head(v, c);
+}
+
 static void vfs_drop_buffer(vfs_file *f)
 {
     map_clear(&f->dirty);
@@ -460,6 +502,7 @@ static int vfs_commit(vfs_file *f)
     hx_patch *patches = NULL;
     size_t *first_patch = NULL;
     size_t n_writes = 0, n_patches = 0, cap_patches = 0;
+    vfs_page *header = NULL; /* page 1 with only its counters changed */
     int rc = SQLITE_OK;
 
     if (n_dirty == 0) {
@@ -530,6 +573,10 @@ static int vfs_commit(vfs_file *f)
         }
         if (n == 0)
             continue; /* unchanged: no record */
+        if (p->page_no == 0 && vfs_header_counters_only(patches + n_patches, n)) {
+            header = p; /* to the cache, not to storage */
+            continue;
+        }
         writes[n_writes].page_no = p->page_no;
         writes[n_writes].is_image = is_image;
         writes[n_writes].n_patches = n;
@@ -539,7 +586,7 @@ static int vfs_commit(vfs_file *f)
         n_patches += n;
     }
     if (n_writes == 0)
-        goto done;
+        goto done; /* a counter-only page 1 is dropped: nothing changed */
     for (size_t i = 0; i < n_writes; i++)
         writes[i].patches = patches + first_patch[i];
 
@@ -563,23 +610,11 @@ static int vfs_commit(vfs_file *f)
 
     /* Install: nothing below allocates or fails (invariant 4). */
     pthread_mutex_lock(&v->mu);
-    (void)map_reserve(&v->cache, n_writes);
+    (void)map_reserve(&v->cache, n_writes + 1);
+    if (header)
+        cache_install(v, f, header, lsn);
     for (size_t i = 0; i < n_writes; i++) {
-        vfs_page *p = pages[i];
-        map_remove(&f->dirty, p);
-        vfs_page *c = map_find(&v->cache, p->page_no);
-        if (c) {
-            uint8_t *old = c->image;
-            c->image = p->image;
-            p->image = old;
-            page_free(p);
-            lru_unlink(c);
-        } else {
-            c = p;
-            (void)map_insert(&v->cache, c); /* has buckets since register */
-        }
-        c->lsn = lsn;
-        lru_push_head(v, c);
+        cache_install(v, f, pages[i], lsn);
         v->stats.records++;
         v->stats.image_records += writes[i].is_image != 0;
         for (size_t j = 0; j < writes[i].n_patches; j++)
