@@ -197,17 +197,11 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, g->vol, g->pg, g->coalesced_lsn + 1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
-    const uint8_t *ik;
-    size_t ikl;
     int rc = HX_OK;
+    uint64_t lsn;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
-         *budget > 0 && iter_prefix(it, k, 9, &ik, &ikl);
+         *budget > 0 && iter_lsn_upto(it, k, scl, &lsn);
          rocksdb_iter_next(it)) {
-        if (ikl != KEY_LSN_LEN)
-            continue;
-        uint64_t lsn = get_be64(ik + 9);
-        if (lsn > scl)
-            break;
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         Hexad__Record *r =

@@ -348,6 +348,20 @@ bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix,
     return true;
 }
 
+bool iter_lsn_upto(rocksdb_iterator_t *it, const uint8_t *seg_prefix,
+                   uint64_t to, uint64_t *lsn)
+{
+    const uint8_t *k;
+    size_t kl;
+    for (; iter_prefix(it, seg_prefix, 9, &k, &kl); rocksdb_iter_next(it)) {
+        if (kl != KEY_LSN_LEN)
+            continue;
+        *lsn = get_be64(k + 9);
+        return *lsn <= to;
+    }
+    return false;
+}
+
 int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
                 const char *what)
 {
@@ -1833,15 +1847,9 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, from);
     it = rocksdb_create_iterator(s->db, s->ropts);
-    const uint8_t *ik;
-    size_t ikl;
+    uint64_t lsn;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
-         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
-        if (ikl != KEY_LSN_LEN)
-            continue;
-        uint64_t lsn = get_be64(ik + 9);
-        if (lsn > to)
-            break;
+         iter_lsn_upto(it, k, to, &lsn); rocksdb_iter_next(it)) {
         size_t vl = 0;
         const char *val = rocksdb_iter_value(it, &vl);
         Hexad__Record *r =
@@ -1855,8 +1863,9 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
             HX_WARN("segment %u/%u: record %" PRIu64 " does not decode; its "
                     "page index entry stays", vol, pg, lsn);
         }
-        rocksdb_writebatch_delete(wb, (const char *)ik, ikl);
-        size_t dl = key_lsn(dk, KEY_CPL, vol, pg, lsn);
+        size_t dl = key_lsn(dk, KEY_RECORD, vol, pg, lsn);
+        rocksdb_writebatch_delete(wb, (const char *)dk, dl);
+        dl = key_lsn(dk, KEY_CPL, vol, pg, lsn);
         rocksdb_writebatch_delete(wb, (const char *)dk, dl);
         deleted++;
     }
@@ -1880,11 +1889,7 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
     if (old_scl >= from && to < old_scl) {
         kl = key_lsn(k, KEY_RECORD, vol, pg, to + 1);
         for (rocksdb_iter_seek(it, (const char *)k, kl);
-             iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
-            if (ikl != KEY_LSN_LEN)
-                continue;
-            if (get_be64(ik + 9) > old_scl)
-                break;
+             iter_lsn_upto(it, k, old_scl, &lsn); rocksdb_iter_next(it)) {
             size_t vl = 0;
             const char *val = rocksdb_iter_value(it, &vl);
             Hexad__Record *r =
@@ -1997,15 +2002,9 @@ int segment_store_read_chain(segment_store *s, uint32_t vol, uint32_t pg,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, after_lsn + 1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
-    const uint8_t *ik;
-    size_t ikl;
+    uint64_t lsn;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
-         iter_prefix(it, k, 9, &ik, &ikl); rocksdb_iter_next(it)) {
-        if (ikl != KEY_LSN_LEN)
-            continue;
-        uint64_t lsn = get_be64(ik + 9);
-        if (lsn > scl)
-            break;
+         iter_lsn_upto(it, k, scl, &lsn); rocksdb_iter_next(it)) {
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         if (p->n_records > 0 && bytes + vl > max_bytes)

@@ -224,6 +224,11 @@ bool seg_geometry(const segment_store *s, const segment *g,
                   uint32_t *page_size, uint64_t *pg_pages);
 bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix, size_t plen,
                  const uint8_t **key, size_t *klen);
+/* Moves it to the segment's next record-style key (tag vol pg lsn: the
+ * first 9 bytes of seg_prefix) at or after its position, skipping keys of
+ * other lengths; *lsn = its LSN. False past the segment or past `to`. */
+bool iter_lsn_upto(rocksdb_iterator_t *it, const uint8_t *seg_prefix,
+                   uint64_t to, uint64_t *lsn);
 int iter_status(rocksdb_iterator_t *it, segment_store_why *why,
                 const char *what);
 int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
