@@ -162,6 +162,7 @@ static int parse_compute(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
     hx_compute_cfg *c = &cfg->compute[cfg->n_compute];
     memset(c, 0, sizeof *c);
     snprintf(c->role, sizeof c->role, "writer");
+    c->cache_mib = HX_COMPUTE_CACHE_MIB_DEFAULT;
     for (int i = 0; i < n; i++) {
         int bad;
         if (strcmp(w[i].key, "id") == 0)
@@ -174,8 +175,12 @@ static int parse_compute(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             bad = copy_value(c->addr, sizeof c->addr, w[i].value);
         else if (strcmp(w[i].key, "password") == 0)
             bad = copy_value(c->password, sizeof c->password, w[i].value);
-        else
-            return fail(err, len, line, "unknown compute key '%s'; known: id role az addr password", w[i].key);
+        else if (strcmp(w[i].key, "cache_mib") == 0) {
+            if (parse_u64(w[i].value, 1, UINT64_C(1) << 20, &c->cache_mib) != 0)
+                return fail(err, len, line, "compute cache_mib must be a number of MiB from 1 to 1048576");
+            bad = 0;
+        } else
+            return fail(err, len, line, "unknown compute key '%s'; known: id role az addr password cache_mib", w[i].key);
         if (bad)
             return fail(err, len, line, "compute %s is empty or too long", w[i].key);
     }
@@ -215,7 +220,7 @@ int hx_cluster_parse(const char *text, hx_cluster_cfg *cfg, char *err,
     snprintf(cfg->name, sizeof cfg->name, "hexad");
     cfg->volume = 1;
     cfg->page_size = 4096;
-    cfg->pg_pages = 16384;
+    cfg->pg_pages = 0; /* unless given: HX_PG_BYTES_DEFAULT / page_size */
     cfg->lal = 1000000;
     cfg->commit_timeout_ms = 30000;
     cfg->retention_s = 3600;
@@ -254,6 +259,8 @@ int hx_cluster_parse(const char *text, hx_cluster_cfg *cfg, char *err,
         if (rc != HX_OK)
             return rc;
     }
+    if (cfg->pg_pages == 0)
+        cfg->pg_pages = HX_PG_BYTES_DEFAULT / cfg->page_size;
     return validate(cfg, err, err_len);
 }
 

@@ -1,11 +1,12 @@
 /* The cluster file: one file describes a cluster, locally or on VMs.
  *
  *   # comment
- *   cluster  name=local volume=1 page_size=4096 pg_pages=16384 lal=1000000
+ *   cluster  name=local volume=1 page_size=4096 pg_pages=2621440 lal=1000000
  *            commit_timeout_ms=30000 retention_s=3600
  *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
  *            data=/var/lib/hexad/s1
  *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
+ *            cache_mib=512
  *
  * One directive per line (continuations are not supported); key=value
  * words separated by blanks; values have no blanks. README.md documents it.
@@ -19,6 +20,12 @@
 #define HX_MAX_STORAGE_NODES 64
 #define HX_MAX_COMPUTE_NODES 16
 #define HX_ID_MAX 32
+/* Aurora's segment size: a PG covers 10 GiB of the volume unless the
+ * cluster line says otherwise (pg_pages = this / page_size). Large PGs keep
+ * a transaction's records on few PGs, so few nodes and frames per commit. */
+#define HX_PG_BYTES_DEFAULT (UINT64_C(10) << 30)
+/* The writer's page cache (hx_vfs): pages a GetPage need not fetch. */
+#define HX_COMPUTE_CACHE_MIB_DEFAULT 512
 
 typedef struct {
     char id[HX_ID_MAX];
@@ -38,6 +45,7 @@ typedef struct {
     char host[96];
     uint16_t port;
     char password[64];       /* "" = trust authentication */
+    uint64_t cache_mib;      /* page cache of the compute node */
 } hx_compute_cfg;
 
 typedef struct {

@@ -282,6 +282,15 @@ int main(int argc, char **argv)
         goto out;
     }
     vfs_registered = true;
+    uint64_t cache_pages = me->cache_mib * (UINT64_C(1) << 20) / cfg.page_size;
+    rc = hx_vfs_set_cache_pages(VFS_NAME, (size_t)cache_pages);
+    if (rc != HX_OK) {
+        fprintf(stderr, "hexad-compute: cannot size the page cache: %s\n",
+                hx_strerror(rc));
+        goto out;
+    }
+    HX_INFO("page cache: up to %" PRIu64 " MiB (%" PRIu64 " pages; cache_mib= "
+            "on the compute line)", me->cache_mib, cache_pages);
 
     sigterm = evsignal_new(base, SIGTERM, on_signal, base);
     sigint = evsignal_new(base, SIGINT, on_signal, base);

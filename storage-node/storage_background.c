@@ -1,6 +1,7 @@
 /* The background work of a storage node (storage_background.h).
  *
- * Every BG_TICK_MS: a scrub step, and one repair request per wanted item
+ * Every BG_TICK_MS: a scrub step (smaller while writers append:
+ * storage_bg_scrub_items), and one repair request per wanted item
  * not already asked for (at most REPAIR_INFLIGHT_MAX outstanding); every
  * BG_SLOW_TICKS ticks also a coalescing pass and a GC pass. Each step is
  * bounded (the *_PER_* limits), so a tick never holds the loop long; the
@@ -31,7 +32,6 @@
 #define BG_SLOW_TICKS 4
 #define COALESCE_RECORDS_PER_PASS 16384u
 #define GC_PAGES_PER_PASS 4096u
-#define SCRUB_ITEMS_PER_TICK 1000u
 #define REPAIR_INFLIGHT_MAX 32u
 #define REPAIR_TIMEOUT_MS 5000u
 #define PEER_BACKOFF_MS 1000u
@@ -64,6 +64,7 @@ struct storage_bg {
     size_t n_inflight;
     uint64_t next_req_id;
     unsigned attempt;      /* round robin over members */
+    uint64_t fg_records;   /* records_received at the previous tick */
     bool closing;
 };
 
@@ -262,6 +263,12 @@ static void repair_step(storage_bg *bg)
 
 /* ---- the tick ----------------------------------------------------------- */
 
+unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick)
+{
+    return fg_records_since_tick > 0 ? STORAGE_BG_SCRUB_BUSY_ITEMS
+                                     : STORAGE_BG_SCRUB_IDLE_ITEMS;
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -279,7 +286,10 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
             HX_WARN("garbage collection stopped: %s (%s)", why.msg,
                     hx_strerror(rc));
     }
-    rc = segment_store_scrub(bg->store, SCRUB_ITEMS_PER_TICK, &why);
+    uint64_t fg = segment_store_counters(bg->store)->records_received;
+    rc = segment_store_scrub(bg->store,
+                             storage_bg_scrub_items(fg - bg->fg_records), &why);
+    bg->fg_records = fg;
     if (rc != HX_OK)
         HX_WARN("scrub stopped: %s (%s)", why.msg, hx_strerror(rc));
     repair_step(bg);

@@ -23,4 +23,13 @@ int storage_bg_create(struct event_base *base, segment_store *store,
 /* Stops the timers and closes the repair connections. NULL is a no-op. */
 void storage_bg_destroy(storage_bg *bg);
 
+/* Items one tick may scrub, given the records appended by writers since
+ * the previous tick. Foreground first (Aurora: background work yields to
+ * foreground load): while writers append, the scrub trickles at
+ * STORAGE_BG_SCRUB_BUSY_ITEMS per tick, never zero, so a node under
+ * constant load still finishes a pass; when idle it runs at full speed. */
+#define STORAGE_BG_SCRUB_IDLE_ITEMS 1000u
+#define STORAGE_BG_SCRUB_BUSY_ITEMS 25u
+unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick);
+
 #endif

@@ -18,7 +18,8 @@ defaults) and one writer w1.
                     (default 7100 -> 7101.., metrics 7201..)
   --host H          address the nodes bind (default 127.0.0.1)
   --pg-port P       PostgreSQL port of the writer w1 (default 7433)
-  --pg-pages N      pages per protection group (default 16384)
+  --pg-pages N      pages per protection group (default: 10 GiB of pages,
+                    Aurora's segment size; 2621440 at 4096-byte pages)
   --page-size N     page size in bytes, power of two 512..65536 (default 4096)
   --name NAME       cluster name (default local)
   --out FILE        write the file there instead of stdout
@@ -36,7 +37,7 @@ need_num() {  # name value
 }
 
 data="" azs=3 per_az=3 base_port=7100 host=127.0.0.1 pg_port=7433
-pg_pages=16384 page_size=4096 name=local out=""
+pg_pages="" page_size=4096 name=local out=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -71,10 +72,11 @@ fi
 if [ "$pg_port" -lt 1 ] || [ "$pg_port" -gt 65535 ]; then
     die "--pg-port must be 1..65535"
 fi
-[ "$pg_pages" -ge 1 ] || die "--pg-pages must be at least 1"
 if [ "$page_size" -lt 512 ] || [ "$page_size" -gt 65536 ] || [ $((page_size & (page_size - 1))) -ne 0 ]; then
     die "--page-size must be a power of two from 512 to 65536"
 fi
+[ -n "$pg_pages" ] || pg_pages=$(((10 << 30) / page_size))
+[ "$pg_pages" -ge 1 ] || die "--pg-pages must be at least 1"
 case "$data" in /*) ;; *) data="$(pwd)/$data" ;; esac
 data=${data%/}
 [[ "$data" =~ [[:space:]#] ]] && die "--data '$data' contains a blank or '#'; the cluster file cannot hold it"

@@ -25,6 +25,7 @@
 #include "hx_err.h"
 #include "record.h"
 #include "segment_store.h"
+#include "storage_background.h"
 
 #define PAGE_SIZE 512u
 #define PG_PAGES 1000u
@@ -527,6 +528,17 @@ static void corrupt_first_version(tstore *t, uint64_t *page_no, uint64_t *lsn)
 /* Issue 7 "Scrubbing": corrupt records are found by a read and by the
  * scrub, counted once each, never returned, and repaired from a peer's
  * copy; so is a corrupt page version. */
+/* Scrubbing slows to a trickle while writers append and never stops. */
+static void test_scrub_yields_to_appends(void **state)
+{
+    (void)state;
+    assert_int_equal(storage_bg_scrub_items(0), STORAGE_BG_SCRUB_IDLE_ITEMS);
+    unsigned busy = storage_bg_scrub_items(1);
+    assert_true(busy > 0);
+    assert_true(busy * 10 <= STORAGE_BG_SCRUB_IDLE_ITEMS);
+    assert_int_equal(storage_bg_scrub_items(UINT64_MAX), busy);
+}
+
 static void test_scrub_and_repair(void **state)
 {
     (void)state;
@@ -643,6 +655,7 @@ int main(void)
         cmocka_unit_test(test_gc_needs_min_read_point),
         cmocka_unit_test(test_gc_then_truncate),
         cmocka_unit_test(test_scrub_and_repair),
+        cmocka_unit_test(test_scrub_yields_to_appends),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

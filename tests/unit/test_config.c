@@ -1,0 +1,58 @@
+/* The cluster file parser (common/config.c): defaults that depend on other
+ * keys, and errors that name the line and the fix. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "config.h"
+#include "hx_err.h"
+
+#define NODES \
+    "storage id=s1 az=a addr=127.0.0.1:1 data=/d/1\n" \
+    "compute id=w1 addr=127.0.0.1:9\n"
+
+static hx_cluster_cfg cfg; /* large: not on the stack */
+
+static void test_pg_pages_default_is_10_gib(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse("cluster page_size=4096\n" NODES, &cfg,
+                                      err, sizeof err), HX_OK);
+    assert_int_equal(cfg.pg_pages, 2621440);
+    assert_int_equal(hx_cluster_parse("cluster page_size=65536\n" NODES, &cfg,
+                                      err, sizeof err), HX_OK);
+    assert_int_equal(cfg.pg_pages, 163840);
+    assert_int_equal(hx_cluster_parse("cluster pg_pages=32 page_size=1024\n"
+                                      NODES, &cfg, err, sizeof err), HX_OK);
+    assert_int_equal(cfg.pg_pages, 32);
+}
+
+static void test_cache_mib(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
+    assert_int_equal(hx_cluster_compute(&cfg, "w1")->cache_mib,
+                     HX_COMPUTE_CACHE_MIB_DEFAULT);
+    assert_int_equal(hx_cluster_parse("compute id=w2 addr=h:1 cache_mib=64\n",
+                                      &cfg, err, sizeof err), HX_OK);
+    assert_int_equal(hx_cluster_compute(&cfg, "w2")->cache_mib, 64);
+    assert_int_equal(hx_cluster_parse("\ncompute id=w2 addr=h:1 cache_mib=0\n",
+                                      &cfg, err, sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "line 2"));
+    assert_non_null(strstr(err, "cache_mib"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pg_pages_default_is_10_gib),
+        cmocka_unit_test(test_cache_mib),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
