@@ -12,6 +12,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 
+#include "arena.h"
 #include "frame.h"
 #include "hx_err.h"
 #include "log.h"
@@ -27,12 +28,18 @@ struct hx_conn {
     int depth;          /* callbacks of this conn on the stack */
     bool reads_paused;
     char peer[64];
+    /* Frames read by the outermost read callback are unpacked here and
+     * dropped together after on_frame (arena.h); a nested read (on_frame
+     * -> write callback -> read) must not reset it under the outer frame,
+     * so it unpacks with malloc. */
+    hx_arena arena;
 };
 
 static void conn_release_if_idle(hx_conn *c)
 {
     if (c->state == CONN_CLOSED && c->depth == 0) {
         bufferevent_free(c->bev);
+        hx_arena_destroy(&c->arena);
         free(c);
     }
 }
@@ -64,7 +71,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     c->depth++;
     while (c->state == CONN_OPEN && !c->reads_paused) {
         Hexad__Envelope *env = NULL;
-        int rc = hx_frame_read(in, c->opts.frame_max_bytes, &env);
+        ProtobufCAllocator *alloc = c->depth == 1 ? &c->arena.pb : NULL;
+        int rc = hx_frame_read(in, c->opts.frame_max_bytes, alloc, &env);
         if (rc == 0)
             break;
         if (rc < 0) {
@@ -74,7 +82,10 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
             break;
         }
         c->cbs.on_frame(c, env, c->arg);
-        hexad__envelope__free_unpacked(env, NULL);
+        if (alloc != NULL)
+            hx_arena_reset(&c->arena);
+        else
+            hexad__envelope__free_unpacked(env, NULL);
     }
     c->depth--;
     conn_release_if_idle(c);
@@ -129,6 +140,7 @@ static hx_conn *conn_new(struct bufferevent *bev, const char *peer,
     hx_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
+    hx_arena_init(&c->arena);
     c->bev = bev;
     c->state = state;
     c->cbs = *cbs;

@@ -55,7 +55,8 @@ int hx_frame_write(struct evbuffer *out, const Hexad__Envelope *env,
 }
 
 int hx_frame_decode(const uint8_t *buf, size_t len, size_t max_bytes,
-                    Hexad__Envelope **env, size_t *consumed)
+                    ProtobufCAllocator *alloc, Hexad__Envelope **env,
+                    size_t *consumed)
 {
     if (len < HX_FRAME_HEADER_BYTES)
         return 0;
@@ -69,12 +70,12 @@ int hx_frame_decode(const uint8_t *buf, size_t len, size_t max_bytes,
     if (len - HX_FRAME_HEADER_BYTES < body)
         return 0;
     *consumed = HX_FRAME_HEADER_BYTES + body;
-    *env = hexad__envelope__unpack(NULL, body, buf + HX_FRAME_HEADER_BYTES);
+    *env = hexad__envelope__unpack(alloc, body, buf + HX_FRAME_HEADER_BYTES);
     return *env == NULL ? HX_ERR_PROTOCOL : 1;
 }
 
 int hx_frame_read(struct evbuffer *in, size_t max_bytes,
-                  Hexad__Envelope **env)
+                  ProtobufCAllocator *alloc, Hexad__Envelope **env)
 {
     uint8_t hdr[HX_FRAME_HEADER_BYTES];
     if (evbuffer_copyout(in, hdr, sizeof hdr) < (ev_ssize_t)sizeof hdr)
@@ -89,7 +90,7 @@ int hx_frame_read(struct evbuffer *in, size_t max_bytes,
     if (p == NULL)
         return HX_ERR_NOMEM;
     size_t consumed = 0;
-    int rc = hx_frame_decode(p, total, max_bytes, env, &consumed);
+    int rc = hx_frame_decode(p, total, max_bytes, alloc, env, &consumed);
     evbuffer_drain(in, total);
     return rc;
 }

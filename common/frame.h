@@ -22,18 +22,20 @@
 int hx_frame_write(struct evbuffer *out, const Hexad__Envelope *env,
                    size_t max_bytes);
 
-/* Takes one frame off in. Returns 1 with *env set (the caller frees it with
- * hexad__envelope__free_unpacked(*env, NULL)), 0 when the frame is not
+/* Takes one frame off in. Returns 1 with *env set, unpacked with alloc
+ * (NULL: malloc; the caller frees it with
+ * hexad__envelope__free_unpacked(*env, alloc)), 0 when the frame is not
  * complete yet (nothing drained), HX_ERR_TOO_BIG for a length over
  * max_bytes, HX_ERR_PROTOCOL for a zero length or an envelope that does not
  * decode (the frame is drained). */
 int hx_frame_read(struct evbuffer *in, size_t max_bytes,
-                  Hexad__Envelope **env);
+                  ProtobufCAllocator *alloc, Hexad__Envelope **env);
 
 /* Byte-buffer variants of the above for code without an evbuffer. */
 int hx_frame_encode(const Hexad__Envelope *env, size_t max_bytes,
                     uint8_t **out, size_t *out_len); /* free(*out) */
 int hx_frame_decode(const uint8_t *buf, size_t len, size_t max_bytes,
-                    Hexad__Envelope **env, size_t *consumed);
+                    ProtobufCAllocator *alloc, Hexad__Envelope **env,
+                    size_t *consumed);
 
 #endif
