@@ -90,6 +90,8 @@
 
 /* Pages scanned from the LRU tail per eviction pass beyond the excess. */
 #define VFS_EVICT_SCAN_PAGES 64
+/* Longest sleep of a writer-lock waiter between looks (vfs_busy_wait). */
+#define VFS_WRITER_WAIT_SLICE_MS 20
 /* A memory journal larger than this fails with SQLITE_FULL. */
 #define VFS_JOURNAL_BYTES_MAX ((size_t)1 << 31)
 #define VFS_PATHNAME_MAX 512
@@ -237,6 +239,11 @@ typedef struct {
      * sleeping (vfs_busy_wait). */
     uint64_t unlock_gen;
     pthread_cond_t unlocked; /* CLOCK_MONOTONIC */
+    /* Connections refused the writer lock wait here instead, and a
+     * writer's release wakes one of them, not all: with 32 sessions a
+     * broadcast woke ~30 threads per transaction to find the lock taken
+     * again (vfs_busy_wait). */
+    pthread_cond_t writer_free; /* CLOCK_MONOTONIC */
     /* committed-page cache */
     page_map cache;
     vfs_page lru;       /* sentinel */
@@ -257,6 +264,7 @@ struct vfs_file {
     uint64_t last_commit_lsn; /* under vfs->mu */
     uint64_t read_lsn;        /* under vfs->mu */
     uint64_t busy_gen;        /* under vfs->mu: unlock_gen at the last refusal */
+    int busy_for_writer;      /* under vfs->mu: refused because another writes */
     uint64_t busy_since_ms;   /* connection thread: start of the current wait */
     uint8_t *scratch;  /* page_size bytes: commit base images */
 };
@@ -846,6 +854,7 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     pthread_mutex_lock(&v->mu);
     if (f->lock >= level)
         goto out;
+    f->busy_for_writer = 0;
     if (level == SQLITE_LOCK_SHARED) {
         if (v->writer && v->writer->lock >= SQLITE_LOCK_PENDING) {
             rc = SQLITE_BUSY;
@@ -860,6 +869,7 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     /* RESERVED or EXCLUSIVE: SQLite asks for them only holding SHARED. */
     if (f->lock < SQLITE_LOCK_SHARED || (v->writer && v->writer != f)) {
         rc = SQLITE_BUSY;
+        f->busy_for_writer = 1;
         goto out;
     }
     v->writer = f;
@@ -898,6 +908,7 @@ static int vfs_main_unlock(sqlite3_file *file, int level)
         assert(v->writer == f);
         v->writer = NULL;
         wake = 1;
+        pthread_cond_signal(&v->writer_free);
     }
     if (level == SQLITE_LOCK_NONE && f->lock >= SQLITE_LOCK_SHARED) {
         v->n_shared--;
@@ -933,7 +944,14 @@ static uint64_t vfs_now_ms(void)
  * caps concurrent sessions at a few hundred transactions per second;
  * this one sleeps until a release that may grant it happened after the
  * refusal (busy_gen), so a waiter retries the moment the holder is done. Gives
- * up (SQLITE_BUSY to the statement) after HX_VFS_BUSY_TIMEOUT_MS. */
+ * up (SQLITE_BUSY to the statement) after HX_VFS_BUSY_TIMEOUT_MS.
+ *
+ * A connection refused the writer lock waits on writer_free, which a
+ * writer's release signals (one waiter), until no writer holds the lock.
+ * The wait is a state test, so a release before the wait is not missed;
+ * a woken waiter that then does not retry (its statement gave up) would
+ * leave the others asleep, so each sleeps at most VFS_WRITER_WAIT_SLICE_MS
+ * before it looks again. */
 static int vfs_busy_wait(void *arg, int count)
 {
     vfs_file *f = arg;
@@ -947,8 +965,18 @@ static int vfs_busy_wait(void *arg, int count)
     struct timespec until = {.tv_sec = (time_t)(deadline / 1000),
                              .tv_nsec = (long)(deadline % 1000) * 1000000L};
     pthread_mutex_lock(&v->mu);
-    while (v->unlock_gen == f->busy_gen &&
-           pthread_cond_timedwait(&v->unlocked, &v->mu, &until) == 0) {
+    if (f->busy_for_writer) {
+        uint64_t slice = now + VFS_WRITER_WAIT_SLICE_MS;
+        if (slice < deadline)
+            until = (struct timespec){.tv_sec = (time_t)(slice / 1000),
+                                      .tv_nsec = (long)(slice % 1000) * 1000000L};
+        while (v->writer != NULL &&
+               pthread_cond_timedwait(&v->writer_free, &v->mu, &until) == 0) {
+        }
+    } else {
+        while (v->unlock_gen == f->busy_gen &&
+               pthread_cond_timedwait(&v->unlocked, &v->mu, &until) == 0) {
+        }
     }
     pthread_mutex_unlock(&v->mu);
     return 1;
@@ -1355,6 +1383,7 @@ static void vfs_free(hx_vfs *v)
         return;
     cache_clear(v);
     pthread_cond_destroy(&v->unlocked);
+    pthread_cond_destroy(&v->writer_free);
     pthread_mutex_destroy(&v->mu);
     free(v->db_name);
     free(v->name);
@@ -1390,11 +1419,17 @@ int hx_vfs_register(const char *name, const hx_page_store *store,
     if (pthread_condattr_init(&ca) == 0) {
         cond_ok = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) == 0 &&
                   pthread_cond_init(&v->unlocked, &ca) == 0;
+        if (cond_ok && pthread_cond_init(&v->writer_free, &ca) != 0) {
+            pthread_cond_destroy(&v->unlocked);
+            cond_ok = 0;
+        }
         pthread_condattr_destroy(&ca);
     }
     if (!v->name || !cond_ok || pthread_mutex_init(&v->mu, NULL) != 0) {
-        if (cond_ok)
+        if (cond_ok) {
             pthread_cond_destroy(&v->unlocked);
+            pthread_cond_destroy(&v->writer_free);
+        }
         free(v->name);
         free(v);
         return HX_ERR_NOMEM;

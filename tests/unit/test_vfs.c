@@ -698,6 +698,35 @@ static void test_writer_and_reader_threads(void **state)
     assert_int_equal(mem_page_store_mtr_count(f->ms), 2 + 300);
 }
 
+/* Eight writers and a reader contend for the writer lock: a release wakes
+ * one waiting writer (vfs_busy_wait), and still every transaction commits
+ * within the busy timeout, none is lost, and money is conserved. */
+static void test_many_writers_wake_one(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    exec_ok(db, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)");
+    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
+                "FROM c WHERE i < 9) INSERT INTO acct SELECT i, 100 FROM c");
+    enum { WRITERS = 8, EACH = 60 };
+    worker_arg w[WRITERS], r = {f->name, 300, 0, 0};
+    pthread_t tw[WRITERS], tr;
+    for (int i = 0; i < WRITERS; i++) {
+        w[i] = (worker_arg){f->name, EACH, 0, 0};
+        assert_int_equal(pthread_create(&tw[i], NULL, writer_main, &w[i]), 0);
+    }
+    assert_int_equal(pthread_create(&tr, NULL, reader_main, &r), 0);
+    for (int i = 0; i < WRITERS; i++) {
+        pthread_join(tw[i], NULL);
+        assert_int_equal(w[i].errors, 0);
+    }
+    pthread_join(tr, NULL);
+    assert_int_equal(r.errors, 0);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1000);
+    assert_int_equal(mem_page_store_mtr_count(f->ms), 2 + WRITERS * EACH);
+    sqlite3_close(db);
+}
+
 /* Locks: an open read transaction keeps the writer from committing; it
  * commits once the reader ends, and the reader then sees the change. */
 static void test_reader_blocks_commit(void **state)
@@ -924,6 +953,7 @@ int main(void)
         T(test_reply_lsn_covers_what_was_read),
         T(test_cache_keeps_undurable_pages),
         T(test_undurable_commit_lost_whole),
+        T(test_many_writers_wake_one),
         T(test_writer_and_reader_threads),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
