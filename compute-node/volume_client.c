@@ -57,6 +57,12 @@
  *     empty append every VC_POLL_MS (poll_ev); its ack carries the SCL.
  *     Without it a lone commit could wait forever for a VDL storage
  *     already reached.
+ *  9. Members and geometry ride only on the first append of a connection
+ *     to each PG (members_sent): the node creates the segment from it, and
+ *     the appends after it on the same connection reach a node that holds
+ *     the segment (TCP keeps their order). A node that lost its data
+ *     restarted, so it is a new connection; a refused append drops the
+ *     connection. Each AppendRecords is ~40 bytes smaller for it.
  */
 #include "volume_internal.h"
 
@@ -354,9 +360,11 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
     a.pg = p->pg;
     a.volume_epoch = v->epoch;
     a.membership_epoch = p->membership_epoch;
-    a.n_members = HX_PG_MEMBERS;
-    a.members = ids;
-    a.geometry = &geo;
+    if (!m->members_sent) {
+        a.n_members = HX_PG_MEMBERS;
+        a.members = ids;
+        a.geometry = &geo;
+    }
     a.n_records = n_recs;
     a.records = batch;
     /* No read of ours will use a point below this (storage GC). */
@@ -374,6 +382,7 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
         return;
     }
     m->inflight++;
+    m->members_sent = true;
     if (n_recs > 0)
         m->sent_lsn = batch[n_recs - 1]->lsn;
 }
@@ -564,6 +573,7 @@ static void conn_close(hx_conn *c, int err, const char *reason, void *arg)
         if (k < 0)
             continue;
         p->m[k].inflight = 0;
+        p->m[k].members_sent = false;
         p->m[k].surveyed = false; /* it may come back as another node */
         p->m[k].sent_lsn = v->lsn ? hx_lsn_member_scl(v->lsn, p->pg, k) : 0;
     }

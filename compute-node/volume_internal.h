@@ -41,6 +41,9 @@ typedef struct {
     bool trunc_pending;
     /* Sealed and surveyed by the recovery, connected ever since. */
     bool surveyed;
+    /* (loop) An append with the members and geometry went out on this
+     * connection: later ones leave them out (volume_client.c note 9). */
+    bool members_sent;
 } vc_member;
 
 typedef struct {
