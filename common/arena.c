@@ -53,17 +53,23 @@ void *hx_arena_alloc(hx_arena *a, size_t size)
     return p;
 }
 
+/* Keeps one chunk of the default size, so a large frame's memory goes
+ * back when it is done with. */
 void hx_arena_reset(hx_arena *a)
 {
-    hx_arena_chunk *c = a->chunks;
-    while (c != NULL && c->next != NULL) {
+    hx_arena_chunk *keep = NULL, *c = a->chunks;
+    while (c != NULL) {
         hx_arena_chunk *next = c->next;
-        free(c);
+        if (keep == NULL && c->cap == ARENA_CHUNK_BYTES) {
+            keep = c;
+            keep->used = 0;
+            keep->next = NULL;
+        } else {
+            free(c);
+        }
         c = next;
     }
-    a->chunks = c;
-    if (c != NULL)
-        c->used = 0;
+    a->chunks = keep;
 }
 
 void hx_arena_destroy(hx_arena *a)

@@ -6,8 +6,9 @@
  * costs a few chunk allocations instead of ~4n mallocs.
  *
  * Invariants: every pointer handed out stays valid until the next reset
- * or destroy; free is a no-op; the first chunk survives a reset, so a
- * connection that keeps receiving small frames allocates nothing. Not
+ * or destroy; free is a no-op; one chunk of the default size survives a
+ * reset, so a connection that keeps receiving small frames allocates
+ * nothing, and the memory of a large frame is returned after it. Not
  * thread safe: one arena per connection, used by its loop thread.
  */
 #ifndef HX_ARENA_H

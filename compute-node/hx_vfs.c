@@ -869,7 +869,7 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     /* RESERVED or EXCLUSIVE: SQLite asks for them only holding SHARED. */
     if (f->lock < SQLITE_LOCK_SHARED || (v->writer && v->writer != f)) {
         rc = SQLITE_BUSY;
-        f->busy_for_writer = 1;
+        f->busy_for_writer = v->writer != NULL && v->writer != f;
         goto out;
     }
     v->writer = f;
@@ -962,14 +962,13 @@ static int vfs_busy_wait(void *arg, int count)
     uint64_t deadline = f->busy_since_ms + HX_VFS_BUSY_TIMEOUT_MS;
     if (now >= deadline)
         return 0;
-    struct timespec until = {.tv_sec = (time_t)(deadline / 1000),
-                             .tv_nsec = (long)(deadline % 1000) * 1000000L};
     pthread_mutex_lock(&v->mu);
+    uint64_t wake = deadline;
+    if (f->busy_for_writer && now + VFS_WRITER_WAIT_SLICE_MS < deadline)
+        wake = now + VFS_WRITER_WAIT_SLICE_MS;
+    struct timespec until = {.tv_sec = (time_t)(wake / 1000),
+                             .tv_nsec = (long)(wake % 1000) * 1000000L};
     if (f->busy_for_writer) {
-        uint64_t slice = now + VFS_WRITER_WAIT_SLICE_MS;
-        if (slice < deadline)
-            until = (struct timespec){.tv_sec = (time_t)(slice / 1000),
-                                      .tv_nsec = (long)(slice % 1000) * 1000000L};
         while (v->writer != NULL &&
                pthread_cond_timedwait(&v->writer_free, &v->mu, &until) == 0) {
         }
