@@ -106,22 +106,28 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
                                "holds.\n# TYPE hexad_segments gauge\n"
                                "hexad_segments{node=\"%s\"} %zu\n",
                                node, st->n_segments) < 0;
-    static const char *seg_help[2] = {
-        "# HELP hexad_segment_scl Segment complete LSN.\n"
-        "# TYPE hexad_segment_scl gauge\n",
-        "# HELP hexad_segment_records Records the segment stores.\n"
-        "# TYPE hexad_segment_records gauge\n",
+    static const struct {
+        const char *name, *help;
+    } seg_gauges[] = {
+        {"hexad_segment_scl", "Segment complete LSN."},
+        {"hexad_segment_records", "Records the segment stores."},
+        {"hexad_segment_coalesced_lsn",
+         "Page versions exist up to this LSN (SCL minus it: coalescing lag)."},
+        {"hexad_segment_gc_lsn", "Reads below this LSN are refused (GC)."},
     };
-    for (int k = 0; k < 2 && st->n_segments > 0; k++) {
-        bad |= evbuffer_add(out, seg_help[k], strlen(seg_help[k])) < 0;
+    for (size_t k = 0; k < sizeof seg_gauges / sizeof seg_gauges[0] &&
+                       st->n_segments > 0; k++) {
+        bad |= evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s gauge\n",
+                                   seg_gauges[k].name, seg_gauges[k].help,
+                                   seg_gauges[k].name) < 0;
         for (size_t i = 0; i < st->n_segments; i++) {
             const Hexad__SegmentStatus *g = st->segments[i];
+            uint64_t v = k == 0 ? g->scl : k == 1 ? g->records
+                       : k == 2 ? g->coalesced_lsn : g->gc_lsn;
             bad |= evbuffer_add_printf(
                        out,
                        "%s{node=\"%s\",volume=\"%u\",pg=\"%u\"} %" PRIu64 "\n",
-                       k == 0 ? "hexad_segment_scl" : "hexad_segment_records",
-                       node, g->volume, g->pg, k == 0 ? g->scl : g->records) <
-                   0;
+                       seg_gauges[k].name, node, g->volume, g->pg, v) < 0;
         }
     }
     return bad ? HX_ERR_NOMEM : HX_OK;

@@ -16,8 +16,15 @@
  *     A truncation of [from, ...] deletes every version >= from and lowers
  *     coalesced_lsn below from (coalesce_truncate) in its own batch.
  *  3. Every page with a record at or below coalesced_lsn has a version at
- *     its newest record at or below the cap of the pass that covered it;
- *     so GetPage applies at most the records since the last pass.
+ *     its newest record at or below the cap of the pass that covered it,
+ *     or fewer than COALESCE_MIN_RECORDS records above its newest version
+ *     at or below that cap; so GetPage applies at most that many records
+ *     plus those since the last pass. A page version costs a whole page
+ *     written for what may be one small record (a random row update), so
+ *     a page is materialized only once its records pile up; GC leaves a
+ *     page without a version at or below its point alone (segment_gc.c
+ *     invariant 3), so the records of such a page stay, at most
+ *     COALESCE_MIN_RECORDS - 1 of them above its last version.
  *  4. The versions of a pass and its new coalesced_lsn are one synced
  *     write: a crash keeps both or neither.
  */
@@ -35,6 +42,9 @@
  * this many page images). */
 #define COALESCE_PAGES_MAX 1024u
 #define PAGE_SET_SLOTS (2u * COALESCE_PAGES_MAX) /* power of two */
+/* A page gets a new version once it has this many records above its last
+ * one (invariant 3). */
+#define COALESCE_MIN_RECORDS 4u
 
 static size_t key_bg(uint8_t *k, uint32_t vol, uint32_t pg)
 {
@@ -152,7 +162,9 @@ int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
 /* The distinct pages of one pass (open addressing, page_no + 1; 0 empty). */
 typedef struct {
     uint64_t slot[PAGE_SET_SLOTS];
+    uint32_t slot_idx[PAGE_SET_SLOTS]; /* index into page[] */
     uint64_t page[COALESCE_PAGES_MAX];
+    uint32_t records[COALESCE_PAGES_MAX]; /* the page's records walked */
     size_t n;
 } page_set;
 
@@ -161,16 +173,69 @@ static bool page_set_add(page_set *ps, uint64_t page_no)
 {
     size_t i = (size_t)(page_no * 0x9E3779B97F4A7C15ull) & (PAGE_SET_SLOTS - 1);
     for (;; i = (i + 1) & (PAGE_SET_SLOTS - 1)) {
-        if (ps->slot[i] == page_no + 1)
+        if (ps->slot[i] == page_no + 1) {
+            ps->records[ps->slot_idx[i]]++;
             return true;
+        }
         if (ps->slot[i] == 0)
             break;
     }
     if (ps->n == COALESCE_PAGES_MAX)
         return false;
     ps->slot[i] = page_no + 1;
+    ps->slot_idx[i] = (uint32_t)ps->n;
+    ps->records[ps->n] = 1;
     ps->page[ps->n++] = page_no;
     return true;
+}
+
+/* Whether page_no has at least COALESCE_MIN_RECORDS records at or below
+ * cap above its newest version at or below cap (it, an iterator of the
+ * store, is repositioned). Key-only: neither the version nor a record is
+ * read. */
+static bool page_records_piled_up(rocksdb_iterator_t *it, const segment *g,
+                                  uint64_t page_no, uint64_t cap)
+{
+    uint8_t k[KEY_MAX_LEN];
+    const uint8_t *ik;
+    size_t ikl;
+    size_t kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, page_no, cap);
+    uint64_t from = 0;
+    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+    if (iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl) &&
+        ikl == KEY_PAGE_LEN)
+        from = get_be64(ik + 17) + 1;
+    kl = key_page(k, g->vol, g->pg, page_no, from);
+    unsigned n = 0;
+    for (rocksdb_iter_seek(it, (const char *)k, kl);
+         n < COALESCE_MIN_RECORDS &&
+         iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl) &&
+         ikl == KEY_PAGE_LEN && get_be64(ik + 17) <= cap;
+         rocksdb_iter_next(it))
+        n++;
+    return n >= COALESCE_MIN_RECORDS;
+}
+
+/* How far coalescing of g may go: its SCL, or the writer's min read point
+ * when lower (a recovery truncates only above it, so the truncation then
+ * finds no version to drop whatever the size of the segment). */
+static uint64_t coalesce_cap(const segment *g)
+{
+    uint64_t scl = hx_chain_scl(g->chain);
+    return g->min_read_lsn != 0 && g->min_read_lsn < scl ? g->min_read_lsn
+                                                         : scl;
+}
+
+uint64_t segment_store_coalesce_lag(const segment_store *s)
+{
+    uint64_t lag = 0;
+    for (size_t i = 0; i < s->n_segs; i++) {
+        const segment *g = s->segs[i];
+        uint64_t cap = coalesce_cap(g);
+        if (cap > g->coalesced_lsn && cap - g->coalesced_lsn > lag)
+            lag = cap - g->coalesced_lsn;
+    }
+    return lag;
 }
 
 /* Walks the records above g->coalesced_lsn (at most *budget of them, and
@@ -180,13 +245,7 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
                             size_t *budget, size_t *written,
                             segment_store_why *why)
 {
-    /* Up to the writer's min read point when it sent one: that is at or
-     * below its VDL, and a recovery truncates only above the VDL, so the
-     * truncation then finds no version to drop (coalesce_truncate's fast
-     * path) whatever the size of the segment. */
-    uint64_t scl = hx_chain_scl(g->chain);
-    if (g->min_read_lsn != 0 && g->min_read_lsn < scl)
-        scl = g->min_read_lsn;
+    uint64_t scl = coalesce_cap(g);
     uint32_t page_size = 0;
     uint64_t pg_pages = 0;
     if (g->coalesced_lsn >= scl || !seg_geometry(s, g, &page_size, &pg_pages))
@@ -227,7 +286,12 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     uint8_t *val = malloc(8 + (size_t)page_size + KEY_MAX_LEN + page_size);
     if (val == NULL)
         rc = HX_ERR_NOMEM;
+    it = rocksdb_create_iterator(s->db, s->ropts);
+    size_t n_versions = 0;
     for (size_t i = 0; rc == HX_OK && i < ps->n; i++) {
+        if (ps->records[i] < COALESCE_MIN_RECORDS &&
+            !page_records_piled_up(it, g, ps->page[i], cap))
+            continue; /* invariant 3: too few records to be worth a page */
         uint8_t *page = NULL;
         size_t len = 0;
         uint64_t page_lsn = 0;
@@ -241,7 +305,11 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)val,
                                8 + (size_t)page_size);
         free(page);
+        n_versions++;
     }
+    if (rc == HX_OK)
+        rc = iter_status(it, why, "page versions and the page index");
+    rocksdb_iter_destroy(it);
     free(val);
     uint64_t old = g->coalesced_lsn;
     if (rc == HX_OK) {
@@ -253,10 +321,11 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     }
     rocksdb_writebatch_destroy(wb);
     if (rc == HX_OK) {
-        s->counters.page_versions_written += ps->n;
-        *written += ps->n;
+        s->counters.page_versions_written += n_versions;
+        *written += n_versions;
         HX_DEBUG("segment %u/%u: coalesced (%" PRIu64 ", %" PRIu64 "]: %zu "
-                 "page version(s)", g->vol, g->pg, old, cap, ps->n);
+                 "page version(s) for %zu page(s)", g->vol, g->pg, old, cap,
+                 n_versions, ps->n);
     }
     return rc;
 }

@@ -1702,6 +1702,8 @@ int segment_store_status(segment_store *s, Hexad__NodeStatus **out)
         ss->msg.max_lsn = hx_chain_max_lsn(g->chain);
         ss->msg.membership_epoch = g->membership_epoch;
         ss->msg.records = g->records;
+        ss->msg.coalesced_lsn = g->coalesced_lsn;
+        ss->msg.gc_lsn = g->gc_lsn;
         for (size_t j = 0; j < g->n_members; j++) {
             memcpy(ss->members[j], g->members[j], HX_ID_MAX);
             ss->member_ptrs[j] = ss->members[j];

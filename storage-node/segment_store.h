@@ -252,6 +252,10 @@ hx_node_counters *segment_store_counters_mut(segment_store *s);
  * repair is queued), HX_ERR_IO, HX_ERR_NOMEM. */
 int segment_store_coalesce(segment_store *s, size_t max_records,
                            size_t *written, segment_store_why *why);
+/* The largest distance, over the segments, from the coalesced LSN to the
+ * point coalescing may reach (the SCL, or the writer's min read point
+ * when lower): how far coalescing is behind. */
+uint64_t segment_store_coalesce_lag(const segment_store *s);
 
 /* Default retention window of the garbage collector. */
 #define SEGMENT_STORE_RETENTION_MS_DEFAULT (3600u * 1000u)

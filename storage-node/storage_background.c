@@ -1,12 +1,13 @@
 /* The background work of a storage node (storage_background.h).
  *
- * Every BG_TICK_MS: a scrub step (smaller while writers append:
- * storage_bg_scrub_items), and one repair request per wanted item
- * not already asked for (at most REPAIR_INFLIGHT_MAX outstanding); every
- * BG_SLOW_TICKS ticks also a coalescing pass and a GC pass. Each step is
- * bounded (the *_PER_* limits), so a tick never holds the loop long; the
- * store refuses (HX_ERR_BUSY) while appends are staged, and the step then
- * waits for the next tick.
+ * Every BG_TICK_MS: the server's staged appends are flushed (the store
+ * refuses background work while any are staged), a scrub step (smaller
+ * while writers append: storage_bg_scrub_items), and one repair request
+ * per wanted item not already asked for (at most REPAIR_INFLIGHT_MAX
+ * outstanding); every BG_SLOW_TICKS ticks also a GC pass, and a
+ * coalescing pass then or whenever coalescing lags
+ * (storage_bg_coalesce_due). Each step is bounded (the *_PER_* limits),
+ * so a tick never holds the loop long.
  *
  * Repair. A corrupt record is asked of a segment member other than self
  * with PullRecords{after_lsn: lsn - 1, max_bytes: 1} (the reply starts at
@@ -64,6 +65,8 @@ struct storage_bg {
     size_t n_inflight;
     uint64_t next_req_id;
     unsigned attempt;      /* round robin over members */
+    storage_bg_flush_fn flush;
+    void *flush_arg;
     uint64_t fg_records;   /* records_received at the previous tick */
     bool closing;
 };
@@ -263,6 +266,11 @@ static void repair_step(storage_bg *bg)
 
 /* ---- the tick ----------------------------------------------------------- */
 
+bool storage_bg_coalesce_due(bool slow_tick, uint64_t lag_lsns)
+{
+    return slow_tick || lag_lsns >= STORAGE_BG_COALESCE_BEHIND_LSNS;
+}
+
 unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick)
 {
     return fg_records_since_tick > 0 ? STORAGE_BG_SCRUB_BUSY_ITEMS
@@ -276,11 +284,15 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     storage_bg *bg = arg;
     segment_store_why why = {0};
     int rc;
-    if (++bg->ticks % BG_SLOW_TICKS == 0) {
+    bg->flush(bg->flush_arg);
+    bool slow = ++bg->ticks % BG_SLOW_TICKS == 0;
+    if (storage_bg_coalesce_due(slow, segment_store_coalesce_lag(bg->store))) {
         rc = segment_store_coalesce(bg->store, COALESCE_RECORDS_PER_PASS,
                                     NULL, &why);
         if (rc != HX_OK && rc != HX_ERR_BUSY)
             HX_WARN("coalescing stopped: %s (%s)", why.msg, hx_strerror(rc));
+    }
+    if (slow) {
         rc = segment_store_gc(bg->store, now_ms(), GC_PAGES_PER_PASS, &why);
         if (rc != HX_OK && rc != HX_ERR_BUSY)
             HX_WARN("garbage collection stopped: %s (%s)", why.msg,
@@ -297,6 +309,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
 
 int storage_bg_create(struct event_base *base, segment_store *store,
                       const hx_cluster_cfg *cluster, const char *self_id,
+                      storage_bg_flush_fn flush, void *flush_arg,
                       storage_bg **out)
 {
     storage_bg *bg = calloc(1, sizeof *bg);
@@ -304,6 +317,8 @@ int storage_bg_create(struct event_base *base, segment_store *store,
         return HX_ERR_NOMEM;
     bg->base = base;
     bg->store = store;
+    bg->flush = flush;
+    bg->flush_arg = flush_arg;
     snprintf(bg->self, sizeof bg->self, "%s", self_id);
     for (size_t i = 0; i < cluster->n_storage; i++) {
         const hx_storage_cfg *sc = &cluster->storage[i];

@@ -7,6 +7,8 @@
 #ifndef HX_STORAGE_BACKGROUND_H
 #define HX_STORAGE_BACKGROUND_H
 
+#include <stdbool.h>
+
 #include <event2/event.h>
 
 #include "config.h"
@@ -14,11 +16,17 @@
 
 typedef struct storage_bg storage_bg;
 
+/* Writes and answers the appends the server has staged. The store refuses
+ * background work while appends are staged, and under load some always
+ * are when a timer fires, so each tick flushes them first. */
+typedef void (*storage_bg_flush_fn)(void *arg);
+
 /* Starts the timers for node self_id of cluster (copied: the peers'
  * addresses, retention_s). The store must outlive the returned object.
  * HX_ERR_NOMEM, HX_ERR_IO (an event could not be created). */
 int storage_bg_create(struct event_base *base, segment_store *store,
                       const hx_cluster_cfg *cluster, const char *self_id,
+                      storage_bg_flush_fn flush, void *flush_arg,
                       storage_bg **out);
 /* Stops the timers and closes the repair connections. NULL is a no-op. */
 void storage_bg_destroy(storage_bg *bg);
@@ -31,5 +39,12 @@ void storage_bg_destroy(storage_bg *bg);
 #define STORAGE_BG_SCRUB_IDLE_ITEMS 1000u
 #define STORAGE_BG_SCRUB_BUSY_ITEMS 25u
 unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick);
+
+/* Whether this tick runs a coalescing pass: every slow tick, and every
+ * tick while a segment's coalescing lags its SCL by at least
+ * STORAGE_BG_COALESCE_BEHIND_LSNS, so that coalescing (and GC, which
+ * stops at the coalesced LSN) keeps up with a steady write load. */
+#define STORAGE_BG_COALESCE_BEHIND_LSNS 4096u
+bool storage_bg_coalesce_due(bool slow_tick, uint64_t lag_lsns);
 
 #endif

@@ -267,6 +267,11 @@ static void server_flush(storage_server *srv)
     segment_store_flush(srv->store, append_done, srv);
 }
 
+static void bg_flush(void *arg)
+{
+    server_flush(arg);
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -1155,7 +1160,8 @@ int storage_server_create(struct event_base *base,
     evconnlistener_set_error_cb(srv->listener, accept_error_cb);
     evutil_freeaddrinfo(res);
     res = NULL;
-    rc = storage_bg_create(base, srv->store, cluster, self->id, &srv->bg);
+    rc = storage_bg_create(base, srv->store, cluster, self->id, bg_flush,
+                           srv, &srv->bg);
     if (rc != HX_OK) {
         snprintf(err, err_len, "cannot start the background work: %s",
                  hx_strerror(rc));

@@ -78,6 +78,8 @@ static void test_segments_and_escaping(void **state)
     a.pg = 0;
     a.scl = 2010100;
     a.records = 10100;
+    a.coalesced_lsn = 2000000;
+    a.gc_lsn = 1500000;
     b.volume = 2;
     b.pg = 1;
     b.scl = 5;
@@ -95,6 +97,11 @@ static void test_segments_and_escaping(void **state)
     assert_true(has_line(
         t, "hexad_segment_scl{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"1\"} 5"));
     assert_true(has_line(t, "# TYPE hexad_segment_scl gauge"));
+    assert_true(has_line(
+        t, "hexad_segment_coalesced_lsn{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 2000000"));
+    assert_true(has_line(
+        t, "hexad_segment_gc_lsn{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 1500000"));
+    assert_true(has_line(t, "# TYPE hexad_segment_gc_lsn gauge"));
     free(t);
 }
 
