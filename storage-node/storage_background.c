@@ -6,7 +6,8 @@
  * per wanted item not already asked for (at most REPAIR_INFLIGHT_MAX
  * outstanding); every BG_SLOW_TICKS ticks also a GC pass, and a
  * coalescing pass then or whenever coalescing lags
- * (storage_bg_coalesce_due). Each step is bounded (the *_PER_* limits),
+ * (storage_bg_coalesce_due), followed by more passes COALESCE_GAP_MS
+ * apart while it still lags. Each step is bounded (the *_PER_* limits),
  * so a tick never holds the loop long.
  *
  * Repair. A corrupt record is asked of a segment member other than self
@@ -31,7 +32,11 @@
 
 #define BG_TICK_MS 250
 #define BG_SLOW_TICKS 4
-#define COALESCE_RECORDS_PER_PASS 16384u
+/* Small passes: one holds the node's appends while it runs, so while
+ * coalescing lags, passes follow each other COALESCE_GAP_MS apart with the
+ * loop's I/O in between instead of one long pass per tick. */
+#define COALESCE_RECORDS_PER_PASS 2048u
+#define COALESCE_GAP_MS 1
 #define GC_PAGES_PER_PASS 4096u
 #define REPAIR_INFLIGHT_MAX 32u
 #define REPAIR_TIMEOUT_MS 5000u
@@ -58,6 +63,7 @@ struct storage_bg {
     segment_store *store;
     char self[HX_ID_MAX];
     struct event *tick_ev;
+    struct event *coalesce_ev; /* pending: more passes wanted */
     unsigned ticks;
     bg_peer peers[HX_MAX_STORAGE_NODES];
     size_t n_peers;
@@ -277,6 +283,25 @@ unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick)
                                      : STORAGE_BG_SCRUB_IDLE_ITEMS;
 }
 
+/* One coalescing pass; another one soon while coalescing still lags. */
+static void coalesce_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    storage_bg *bg = arg;
+    segment_store_why why = {0};
+    bg->flush(bg->flush_arg);
+    int rc = segment_store_coalesce(bg->store, COALESCE_RECORDS_PER_PASS,
+                                    NULL, &why);
+    if (rc != HX_OK && rc != HX_ERR_BUSY)
+        HX_WARN("coalescing stopped: %s (%s)", why.msg, hx_strerror(rc));
+    if (rc == HX_OK &&
+        storage_bg_coalesce_due(false, segment_store_coalesce_lag(bg->store))) {
+        struct timeval gap = {0, COALESCE_GAP_MS * 1000};
+        event_add(bg->coalesce_ev, &gap);
+    }
+}
+
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -286,12 +311,9 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     int rc;
     bg->flush(bg->flush_arg);
     bool slow = ++bg->ticks % BG_SLOW_TICKS == 0;
-    if (storage_bg_coalesce_due(slow, segment_store_coalesce_lag(bg->store))) {
-        rc = segment_store_coalesce(bg->store, COALESCE_RECORDS_PER_PASS,
-                                    NULL, &why);
-        if (rc != HX_OK && rc != HX_ERR_BUSY)
-            HX_WARN("coalescing stopped: %s (%s)", why.msg, hx_strerror(rc));
-    }
+    if (!event_pending(bg->coalesce_ev, EV_TIMEOUT, NULL) &&
+        storage_bg_coalesce_due(slow, segment_store_coalesce_lag(bg->store)))
+        coalesce_cb(-1, 0, bg);
     if (slow) {
         rc = segment_store_gc(bg->store, now_ms(), GC_PAGES_PER_PASS, &why);
         if (rc != HX_OK && rc != HX_ERR_BUSY)
@@ -332,7 +354,12 @@ int storage_bg_create(struct event_base *base, segment_store *store,
     }
     segment_store_set_retention(store, cluster->retention_s * 1000u);
     bg->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, bg);
-    if (bg->tick_ev == NULL) {
+    bg->coalesce_ev = evtimer_new(base, coalesce_cb, bg);
+    if (bg->tick_ev == NULL || bg->coalesce_ev == NULL) {
+        if (bg->tick_ev != NULL)
+            event_free(bg->tick_ev);
+        if (bg->coalesce_ev != NULL)
+            event_free(bg->coalesce_ev);
         free(bg);
         return HX_ERR_IO;
     }
@@ -348,6 +375,7 @@ void storage_bg_destroy(storage_bg *bg)
         return;
     bg->closing = true;
     event_free(bg->tick_ev);
+    event_free(bg->coalesce_ev);
     for (size_t i = 0; i < bg->n_peers; i++)
         if (bg->peers[i].conn != NULL)
             hx_conn_close(bg->peers[i].conn, "node stopping");

@@ -40,10 +40,11 @@ void storage_bg_destroy(storage_bg *bg);
 #define STORAGE_BG_SCRUB_BUSY_ITEMS 25u
 unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick);
 
-/* Whether this tick runs a coalescing pass: every slow tick, and every
- * tick while a segment's coalescing lags its SCL by at least
- * STORAGE_BG_COALESCE_BEHIND_LSNS, so that coalescing (and GC, which
- * stops at the coalesced LSN) keeps up with a steady write load. */
+/* Whether a coalescing pass runs now: on every slow tick, and while a
+ * segment's coalescing lags its SCL by at least
+ * STORAGE_BG_COALESCE_BEHIND_LSNS (then pass after pass, with the loop's
+ * I/O between them), so that coalescing (and GC, which stops at the
+ * coalesced LSN) keeps up with a steady write load. */
 #define STORAGE_BG_COALESCE_BEHIND_LSNS 4096u
 bool storage_bg_coalesce_due(bool slow_tick, uint64_t lag_lsns);
 
