@@ -89,7 +89,8 @@ static void status_json(const hx_volume_status *st)
                ",\"gc_records_removed\":%" PRIu64
                ",\"gc_page_versions_removed\":%" PRIu64
                ",\"gc_bytes_removed\":%" PRIu64 ",\"scrub_passes\":%" PRIu64
-               ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64 "}",
+               ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64
+               ",\"coalesce_lag\":%" PRIu64 "}",
                i ? "," : "", n->id, n->az, n->addr,
                n->reachable ? "true" : "false", n->volume_epoch,
                n->records_received, n->bytes_received, n->batches_synced,
@@ -97,7 +98,8 @@ static void status_json(const hx_volume_status *st)
                n->gossip_epochs, n->gossip_segments, n->coalesce_passes,
                n->page_versions_written, n->gc_passes, n->gc_records_removed,
                n->gc_page_versions_removed, n->gc_bytes_removed,
-               n->scrub_passes, n->checksum_failures, n->repairs);
+               n->scrub_passes, n->checksum_failures, n->repairs,
+               n->coalesce_lag);
     }
     printf("],\"pgs\":[");
     for (size_t p = 0; p < st->n_pgs; p++) {
@@ -128,7 +130,7 @@ static void status_table(const hx_volume_status *st)
     /* Counters since each node started; all of them: --json, or the
      * node's /metrics. */
     printf("\nnode  az     address              state  epoch records  bytes"
-           "       gossip(rec) coalesce gc-bytes  cksum-bad repairs\n");
+           "       gossip(rec) coal-lag gc-bytes  cksum-bad repairs\n");
     for (size_t i = 0; i < st->n_nodes; i++) {
         const struct hx_node_status *n = &st->nodes[i];
         if (!n->reachable) {
@@ -139,7 +141,7 @@ static void status_table(const hx_volume_status *st)
                " %-11" PRIu64 " %-8" PRIu64 " %-9" PRIu64 " %-9" PRIu64
                " %" PRIu64 "\n",
                n->id, n->az, n->addr, n->volume_epoch, n->records_received,
-               n->bytes_received, n->gossip_records, n->coalesce_passes,
+               n->bytes_received, n->gossip_records, n->coalesce_lag,
                n->gc_bytes_removed, n->checksum_failures, n->repairs);
     }
     printf("\nPG    PGCL        members (node/az: SCL)\n");

@@ -129,6 +129,9 @@ typedef struct {
         uint64_t coalesce_passes, page_versions_written;
         uint64_t gc_passes, gc_records_removed, gc_page_versions_removed;
         uint64_t gc_bytes_removed, scrub_passes, checksum_failures, repairs;
+        /* Largest coalescing lag over the node's segments of the volume
+         * (SegmentStatus.coalesce_lag). */
+        uint64_t coalesce_lag;
     } nodes[HX_MAX_STORAGE_NODES];
     size_t n_pgs;
     hx_pg_status *pgs;    /* n_pgs entries; free with hx_volume_status_free */

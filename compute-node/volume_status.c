@@ -47,6 +47,12 @@ static void ask_node_status(hx_volume *v, int timeout_ms,
             st->nodes[i].scrub_passes = ns->scrub_passes;
             st->nodes[i].checksum_failures = ns->checksum_failures;
             st->nodes[i].repairs = ns->repairs;
+            for (size_t k = 0; k < ns->n_segments; k++) {
+                const Hexad__SegmentStatus *g = ns->segments[k];
+                if (g->volume == v->cluster.volume &&
+                    g->coalesce_lag > st->nodes[i].coalesce_lag)
+                    st->nodes[i].coalesce_lag = g->coalesce_lag;
+            }
         }
         hexad__envelope__free_unpacked(r, NULL);
     }

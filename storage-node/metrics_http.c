@@ -111,9 +111,10 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
     } seg_gauges[] = {
         {"hexad_segment_scl", "Segment complete LSN."},
         {"hexad_segment_records", "Records the segment stores."},
-        {"hexad_segment_coalesced_lsn",
-         "Page versions exist up to this LSN (SCL minus it: coalescing lag)."},
+        {"hexad_segment_coalesced_lsn", "Page versions exist up to this LSN."},
         {"hexad_segment_gc_lsn", "Reads below this LSN are refused (GC)."},
+        {"hexad_segment_coalesce_lag",
+         "LSNs coalescing is behind the point it may reach."},
     };
     for (size_t k = 0; k < sizeof seg_gauges / sizeof seg_gauges[0] &&
                        st->n_segments > 0; k++) {
@@ -122,8 +123,9 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
                                    seg_gauges[k].name) < 0;
         for (size_t i = 0; i < st->n_segments; i++) {
             const Hexad__SegmentStatus *g = st->segments[i];
-            uint64_t v = k == 0 ? g->scl : k == 1 ? g->records
-                       : k == 2 ? g->coalesced_lsn : g->gc_lsn;
+            const uint64_t vals[] = {g->scl, g->records, g->coalesced_lsn,
+                                     g->gc_lsn, g->coalesce_lag};
+            uint64_t v = vals[k];
             bad |= evbuffer_add_printf(
                        out,
                        "%s{node=\"%s\",volume=\"%u\",pg=\"%u\"} %" PRIu64 "\n",

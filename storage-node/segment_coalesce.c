@@ -226,15 +226,26 @@ static uint64_t coalesce_cap(const segment *g)
                                                          : scl;
 }
 
+uint64_t coalesce_lag(const segment *g)
+{
+    uint64_t cap = coalesce_cap(g);
+    return cap > g->coalesced_lsn ? cap - g->coalesced_lsn : 0;
+}
+
+uint64_t segment_store_coalesced_sum(const segment_store *s)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < s->n_segs; i++)
+        sum += s->segs[i]->coalesced_lsn;
+    return sum;
+}
+
 uint64_t segment_store_coalesce_lag(const segment_store *s)
 {
     uint64_t lag = 0;
-    for (size_t i = 0; i < s->n_segs; i++) {
-        const segment *g = s->segs[i];
-        uint64_t cap = coalesce_cap(g);
-        if (cap > g->coalesced_lsn && cap - g->coalesced_lsn > lag)
-            lag = cap - g->coalesced_lsn;
-    }
+    for (size_t i = 0; i < s->n_segs; i++)
+        if (coalesce_lag(s->segs[i]) > lag)
+            lag = coalesce_lag(s->segs[i]);
     return lag;
 }
 
@@ -258,8 +269,9 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     int rc = HX_OK;
     uint64_t lsn;
+    bool more = true; /* false: every record up to scl was walked */
     for (rocksdb_iter_seek(it, (const char *)k, kl);
-         *budget > 0 && iter_lsn_upto(it, k, scl, &lsn);
+         *budget > 0 && (more = iter_lsn_upto(it, k, scl, &lsn));
          rocksdb_iter_next(it)) {
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
@@ -279,6 +291,11 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     }
     rc = iter_status(it, why, "records to coalesce");
     rocksdb_iter_destroy(it);
+    /* Nothing left up to scl: the pass covers it, even where no record of
+     * this segment lies (a writer's min read point below the PG's next
+     * record would otherwise hold coalescing, and GC, forever). */
+    if (rc == HX_OK && !more)
+        cap = scl;
     if (rc != HX_OK || cap == g->coalesced_lsn)
         return rc;
 

@@ -1704,6 +1704,7 @@ int segment_store_status(segment_store *s, Hexad__NodeStatus **out)
         ss->msg.records = g->records;
         ss->msg.coalesced_lsn = g->coalesced_lsn;
         ss->msg.gc_lsn = g->gc_lsn;
+        ss->msg.coalesce_lag = coalesce_lag(g);
         for (size_t j = 0; j < g->n_members; j++) {
             memcpy(ss->members[j], g->members[j], HX_ID_MAX);
             ss->member_ptrs[j] = ss->members[j];

@@ -256,6 +256,8 @@ int segment_store_coalesce(segment_store *s, size_t max_records,
  * point coalescing may reach (the SCL, or the writer's min read point
  * when lower): how far coalescing is behind. */
 uint64_t segment_store_coalesce_lag(const segment_store *s);
+/* The sum of the segments' coalesced LSNs: grows when a pass gains. */
+uint64_t segment_store_coalesced_sum(const segment_store *s);
 
 /* Default retention window of the garbage collector. */
 #define SEGMENT_STORE_RETENTION_MS_DEFAULT (3600u * 1000u)

@@ -243,6 +243,8 @@ int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
 
 /* ---- segment_coalesce.c ----------------------------------------------- */
 
+/* LSNs coalescing of g may still cover (segment_store_coalesce_lag). */
+uint64_t coalesce_lag(const segment *g);
 /* Loads g's 'b' key (coalesced_lsn, gc_lsn); absent: both 0. */
 int bg_meta_load(segment_store *s, segment *g, segment_store_why *why);
 /* Puts g's 'b' key into wb. */

@@ -291,11 +291,14 @@ static void coalesce_cb(evutil_socket_t fd, short what, void *arg)
     storage_bg *bg = arg;
     segment_store_why why = {0};
     bg->flush(bg->flush_arg);
+    uint64_t before = segment_store_coalesced_sum(bg->store);
     int rc = segment_store_coalesce(bg->store, COALESCE_RECORDS_PER_PASS,
                                     NULL, &why);
     if (rc != HX_OK && rc != HX_ERR_BUSY)
         HX_WARN("coalescing stopped: %s (%s)", why.msg, hx_strerror(rc));
-    if (rc == HX_OK &&
+    /* Again soon only while passes gain: a lag that a pass cannot reduce
+     * (a record awaiting repair) waits for the ticks instead of spinning. */
+    if (rc == HX_OK && segment_store_coalesced_sum(bg->store) != before &&
         storage_bg_coalesce_due(false, segment_store_coalesce_lag(bg->store))) {
         struct timeval gap = {0, COALESCE_GAP_MS * 1000};
         event_add(bg->coalesce_ev, &gap);

@@ -113,3 +113,20 @@ same_counters() {
 }
 wait_until same_counters 30 0.5 || hx_fail "hexadctl status --json and /metrics disagree on records received"
 hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches; status --json agrees"
+
+# (c2) Idle, coalescing reaches the point it may (the SCL, or the
+# writer's min read point): status --json reports no lag on any node, and
+# neither do s1's per-segment gauges.
+caught_up() {
+    local json lag body
+    json=$(hx_ctl --volume "$VOL" status --json) || return 1
+    lag=$(jq '[.nodes[].coalesce_lag] | max' <<<"$json")
+    [ "$lag" = 0 ] || return 1
+    body=$(scrape s1) || return 1
+    ! grep '^hexad_segment_coalesce_lag{' <<<"$body" | grep -qv ' 0$'
+}
+wait_until caught_up 60 0.5 ||
+    hx_fail "coalescing did not catch up when idle: status lag $(hx_ctl --volume "$VOL" status --json | jq -c '[.nodes[].coalesce_lag]')"
+[ "$(scrape s1 | grep -c '^hexad_segment_coalesce_lag{')" -ge 1 ] ||
+    hx_fail "s1 lists no hexad_segment_coalesce_lag gauge"
+hx_pass "(c2) idle: coalescing caught up on every node (status coalesce_lag 0, and s1's per-segment gauges)"

@@ -80,6 +80,7 @@ static void test_segments_and_escaping(void **state)
     a.records = 10100;
     a.coalesced_lsn = 2000000;
     a.gc_lsn = 1500000;
+    a.coalesce_lag = 10100;
     b.volume = 2;
     b.pg = 1;
     b.scl = 5;
@@ -102,6 +103,8 @@ static void test_segments_and_escaping(void **state)
     assert_true(has_line(
         t, "hexad_segment_gc_lsn{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 1500000"));
     assert_true(has_line(t, "# TYPE hexad_segment_gc_lsn gauge"));
+    assert_true(has_line(
+        t, "hexad_segment_coalesce_lag{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 10100"));
     free(t);
 }
 
