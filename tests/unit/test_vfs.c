@@ -672,13 +672,19 @@ static void *reader_main(void *p)
     return NULL;
 }
 
+/* Ten accounts of 100 each: transfers (writer_main) conserve the sum. */
+static void create_accounts(sqlite3 *db)
+{
+    exec_ok(db, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)");
+    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
+                "FROM c WHERE i < 9) INSERT INTO acct SELECT i, 100 FROM c");
+}
+
 static void test_writer_and_reader_threads(void **state)
 {
     fx *f = *state;
     sqlite3 *db = open_db(f->name);
-    exec_ok(db, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)");
-    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
-                "FROM c WHERE i < 9) INSERT INTO acct SELECT i, 100 FROM c");
+    create_accounts(db);
     sqlite3_close(db);
 
     worker_arg w = {f->name, 300, 0, 0}, r1 = {f->name, 600, 0, 0},
@@ -705,9 +711,7 @@ static void test_many_writers_wake_one(void **state)
 {
     fx *f = *state;
     sqlite3 *db = open_db(f->name);
-    exec_ok(db, "CREATE TABLE acct(id INTEGER PRIMARY KEY, bal INTEGER)");
-    exec_ok(db, "WITH RECURSIVE c(i) AS (SELECT 0 UNION ALL SELECT i + 1 "
-                "FROM c WHERE i < 9) INSERT INTO acct SELECT i, 100 FROM c");
+    create_accounts(db);
     enum { WRITERS = 8, EACH = 60 };
     worker_arg w[WRITERS], r = {f->name, 300, 0, 0};
     pthread_t tw[WRITERS], tr;
