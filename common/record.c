@@ -1,5 +1,6 @@
 #include "record.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 #include <sodium.h>
@@ -77,6 +78,59 @@ int hx_record_apply(const Hexad__Record *r, uint8_t *page, uint32_t page_size)
         const Hexad__Patch *p = r->patches[i];
         if (p->data.len > 0)
             memcpy(page + p->offset, p->data.data, p->data.len);
+    }
+    return HX_OK;
+}
+
+/* One base-128 varint at *pos; false when it runs past len or past 10 bytes. */
+static bool read_varint(const uint8_t *buf, size_t len, size_t *pos,
+                        uint64_t *v)
+{
+    *v = 0;
+    for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
+        uint8_t b = buf[(*pos)++];
+        *v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0)
+            return true;
+    }
+    return false;
+}
+
+int hx_record_peek_page_no(const uint8_t *buf, size_t len, uint64_t *page_no)
+{
+    enum { WIRE_VARINT = 0, WIRE_64 = 1, WIRE_LEN = 2, WIRE_32 = 5 };
+    const uint64_t page_no_field = 3; /* Record.page_no in hexad.proto */
+    *page_no = 0;
+    size_t pos = 0;
+    while (pos < len) {
+        uint64_t tag, v;
+        if (!read_varint(buf, len, &pos, &tag) || tag >> 3 == 0)
+            return HX_ERR_INVALID;
+        size_t skip = 0;
+        switch (tag & 7) {
+        case WIRE_VARINT:
+            if (!read_varint(buf, len, &pos, &v))
+                return HX_ERR_INVALID;
+            if (tag >> 3 == page_no_field)
+                *page_no = v;
+            break;
+        case WIRE_64:
+            skip = 8;
+            break;
+        case WIRE_32:
+            skip = 4;
+            break;
+        case WIRE_LEN:
+            if (!read_varint(buf, len, &pos, &v) || v > len)
+                return HX_ERR_INVALID;
+            skip = (size_t)v;
+            break;
+        default:
+            return HX_ERR_INVALID;
+        }
+        if (skip > len - pos)
+            return HX_ERR_INVALID;
+        pos += skip;
     }
     return HX_OK;
 }

@@ -29,4 +29,10 @@ int hx_record_verify(const Hexad__Record *r);
  * when a patch reaches past the page (the page is then unchanged). */
 int hx_record_apply(const Hexad__Record *r, uint8_t *page, uint32_t page_size);
 
+/* The page_no of a packed Record without unpacking it: walks the fields,
+ * skipping the patches (the last page_no wins, as in protobuf; absent: 0).
+ * HX_ERR_INVALID when the bytes are not a well-formed message. Neither the
+ * checksum nor the other fields are checked. */
+int hx_record_peek_page_no(const uint8_t *buf, size_t len, uint64_t *page_no);
+
 #endif

@@ -27,6 +27,10 @@
  *     COALESCE_MIN_RECORDS - 1 of them above its last version.
  *  4. The versions of a pass and its new coalesced_lsn are one synced
  *     write: a crash keeps both or neither.
+ *  5. g->piles (page_piles.h), where it knows a page, holds the page's
+ *     records at or below coalesced_lsn above its newest version; it is
+ *     updated only after a pass's write landed and cleared by a
+ *     truncation. A page it does not know is counted from the page index.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -41,7 +45,8 @@
 /* Distinct pages one pass may materialize (bounds the batch's memory:
  * this many page images). */
 #define COALESCE_PAGES_MAX 1024u
-#define PAGE_SET_SLOTS (2u * COALESCE_PAGES_MAX) /* power of two */
+#define PAGE_SET_BITS 11u
+#define PAGE_SET_SLOTS (1u << PAGE_SET_BITS) /* 2 * COALESCE_PAGES_MAX */
 /* A page gets a new version once it has this many records above its last
  * one (invariant 3). */
 #define COALESCE_MIN_RECORDS 4u
@@ -165,13 +170,16 @@ typedef struct {
     uint32_t slot_idx[PAGE_SET_SLOTS]; /* index into page[] */
     uint64_t page[COALESCE_PAGES_MAX];
     uint32_t records[COALESCE_PAGES_MAX]; /* the page's records walked */
+    uint32_t pile[COALESCE_PAGES_MAX];    /* its pile once the pass lands */
     size_t n;
 } page_set;
 
 /* false when full and page_no is new. */
 static bool page_set_add(page_set *ps, uint64_t page_no)
 {
-    size_t i = (size_t)(page_no * 0x9E3779B97F4A7C15ull) & (PAGE_SET_SLOTS - 1);
+    /* The product's high bits: they depend on every bit of page_no. */
+    size_t i = (size_t)((page_no * 0x9E3779B97F4A7C15ull) >>
+                        (64 - PAGE_SET_BITS));
     for (;; i = (i + 1) & (PAGE_SET_SLOTS - 1)) {
         if (ps->slot[i] == page_no + 1) {
             ps->records[ps->slot_idx[i]]++;
@@ -189,12 +197,13 @@ static bool page_set_add(page_set *ps, uint64_t page_no)
     return true;
 }
 
-/* Whether page_no has at least COALESCE_MIN_RECORDS records at or below
- * cap above its newest version at or below cap (it, an iterator of the
- * store, is repositioned). Key-only: neither the version nor a record is
- * read. */
-static bool page_records_piled_up(rocksdb_iterator_t *it, const segment *g,
-                                  uint64_t page_no, uint64_t cap)
+/* How many records page_no has at or below cap above its newest version
+ * at or below cap, counted up to COALESCE_MIN_RECORDS (it, an iterator of
+ * the store, is repositioned). Key-only: neither the version nor a record
+ * is read. Asked only for pages g->piles does not know. */
+static uint32_t page_records_above_version(rocksdb_iterator_t *it,
+                                           const segment *g,
+                                           uint64_t page_no, uint64_t cap)
 {
     uint8_t k[KEY_MAX_LEN];
     const uint8_t *ik;
@@ -213,7 +222,23 @@ static bool page_records_piled_up(rocksdb_iterator_t *it, const segment *g,
          ikl == KEY_PAGE_LEN && get_be64(ik + 17) <= cap;
          rocksdb_iter_next(it))
         n++;
-    return n >= COALESCE_MIN_RECORDS;
+    return n;
+}
+
+/* The records page i of ps will have above its newest version once the
+ * pass's versions land: 0 when the pass writes one. From g->piles, which
+ * counts up to the previous coalesced_lsn, plus this pass's records; or
+ * from the store when g->piles does not know the page. */
+static uint32_t page_pile_after(rocksdb_iterator_t *it, const segment *g,
+                                const page_set *ps, size_t i, uint64_t cap)
+{
+    long known = g->piles ? page_piles_get(g->piles, ps->page[i]) : -1;
+    uint32_t n = known >= 0 ? (uint32_t)known + ps->records[i] : 0;
+    if (known < 0)
+        n = ps->records[i] >= COALESCE_MIN_RECORDS
+                ? ps->records[i]
+                : page_records_above_version(it, g, ps->page[i], cap);
+    return n >= COALESCE_MIN_RECORDS ? 0 : n;
 }
 
 /* How far coalescing of g may go: its SCL, or the writer's min read point
@@ -275,16 +300,14 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
          rocksdb_iter_next(it)) {
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
-        Hexad__Record *r =
-            hexad__record__unpack(NULL, vl, (const uint8_t *)v);
-        if (r == NULL) { /* materializing would fail on it: repair first */
+        uint64_t page_no;
+        if (hx_record_peek_page_no((const uint8_t *)v, vl, &page_no) !=
+            HX_OK) { /* materializing would fail on it: repair first */
             repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, g->vol, g->pg, 0,
                             lsn);
             break;
         }
-        bool fits = page_set_add(ps, r->page_no);
-        hexad__record__free_unpacked(r, NULL);
-        if (!fits)
+        if (!page_set_add(ps, page_no))
             break;
         cap = lsn;
         (*budget)--;
@@ -306,8 +329,8 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     it = rocksdb_create_iterator(s->db, s->ropts);
     size_t n_versions = 0;
     for (size_t i = 0; rc == HX_OK && i < ps->n; i++) {
-        if (ps->records[i] < COALESCE_MIN_RECORDS &&
-            !page_records_piled_up(it, g, ps->page[i], cap))
+        ps->pile[i] = page_pile_after(it, g, ps, i, cap);
+        if (ps->pile[i] > 0)
             continue; /* invariant 3: too few records to be worth a page */
         uint8_t *page = NULL;
         size_t len = 0;
@@ -337,6 +360,10 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
             g->coalesced_lsn = old;
     }
     rocksdb_writebatch_destroy(wb);
+    if (rc == HX_OK && g->piles == NULL)
+        g->piles = page_piles_new(); /* NULL: every page stays unknown */
+    for (size_t i = 0; rc == HX_OK && g->piles != NULL && i < ps->n; i++)
+        page_piles_set(g->piles, ps->page[i], ps->pile[i]);
     if (rc == HX_OK) {
         s->counters.page_versions_written += n_versions;
         *written += n_versions;
@@ -398,6 +425,8 @@ int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
         return rc;
     if (g->coalesced_lsn >= from)
         g->coalesced_lsn = from - 1;
+    if (g->piles != NULL) /* versions and records above from are gone */
+        page_piles_clear(g->piles);
     bg_meta_put(wb, g);
     if (dropped > 0)
         HX_INFO("segment %u/%u: %" PRIu64 " page version(s) at or above %"

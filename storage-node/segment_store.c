@@ -182,6 +182,7 @@ static void seg_destroy(segment *g)
     if (g == NULL)
         return;
     hx_chain_destroy(g->chain);
+    page_piles_free(g->piles);
     free(g);
 }
 

@@ -17,6 +17,7 @@
 #include "chain.h"
 #include "config.h"
 #include "node_counters.h"
+#include "page_piles.h"
 #include "quorum.h"
 #include "segment_store.h"
 
@@ -146,6 +147,7 @@ typedef struct {
     uint64_t min_read_lsn;  /* the writer's lowest read point (in memory) */
     uint64_t gc_cand_lsn, gc_cand_ms; /* min_read_lsn seen at gc_cand_ms */
     uint64_t gc_cursor;     /* next page number a GC pass looks at */
+    page_piles *piles;      /* NULL until the first coalescing pass */
 } segment;
 
 typedef struct {

@@ -559,6 +559,49 @@ static void test_coalesce_waits_for_records(void **state)
     forget_all();
 }
 
+/* Appends record l (page_no, epoch) alone and coalesces; the versions
+ * that pass wrote. */
+static size_t append_one_and_coalesce(segment_store *s, uint64_t l,
+                                      uint64_t page_no, uint64_t epoch)
+{
+    mkrec(l, l - 1, page_no, 0, epoch);
+    append_range(s, l, l, epoch, 0);
+    return coalesce_all(s, 1000);
+}
+
+/* Invariant 5: a page that gets one record per pass gets its version at
+ * its 4th record, whether the count comes from memory or, after a
+ * restart, from the page index; a truncation forgets the counts, so
+ * records it removed are not counted again. */
+static void test_coalesce_counts_across_passes(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    assert_int_equal(append_one_and_coalesce(t.s, 1, 7, 1), 0);
+    assert_int_equal(append_one_and_coalesce(t.s, 2, 7, 1), 0);
+    ts_reopen(&t); /* the counts are gone: page 7 is counted from disk */
+    assert_int_equal(append_one_and_coalesce(t.s, 3, 7, 1), 0);
+    assert_int_equal(append_one_and_coalesce(t.s, 4, 7, 1), 1);
+    check_reads(t.s, 8, 1, 4, 1);
+    for (uint64_t l = 5; l <= 7; l++)
+        assert_int_equal(append_one_and_coalesce(t.s, l, 7, 1), 0);
+    uint64_t scl = 0;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 7, 100, &scl,
+                                            &why), HX_OK);
+    assert_int_equal(scl, 6);
+    free(made[7]);
+    made[7] = NULL;
+    /* 5, 6 and the new 7 lie above the version at 4: three, not four */
+    assert_int_equal(append_one_and_coalesce(t.s, 7, 7, 2), 0);
+    assert_int_equal(append_one_and_coalesce(t.s, 8, 7, 2), 1);
+    check_reads(t.s, 8, 1, 8, 1);
+    assert_int_equal(segment_store_counters(t.s)->page_versions_written, 2);
+    ts_close(&t);
+    forget_all();
+}
+
 /* A writer's min read point below the PG's first record still lets
  * coalescing (and so GC) reach it: nothing lies in between. */
 static void test_coalesce_reaches_a_cap_between_records(void **state)
@@ -733,6 +776,7 @@ int main(void)
         cmocka_unit_test(test_coalesce_keeps_up),
         cmocka_unit_test(test_coalesce_waits_for_records),
         cmocka_unit_test(test_coalesce_reaches_a_cap_between_records),
+        cmocka_unit_test(test_coalesce_counts_across_passes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
