@@ -1410,30 +1410,30 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
 
     /* Pass 1, index only: the newest IMAGE above the base and at or below
      * read_lsn (or the page's first record above the base) is where
-     * applying starts. */
+     * applying starts. Forward: a memtable iterator's Prev is a search
+     * from the top, its Next a step. */
     uint8_t k[KEY_MAX_LEN];
-    size_t kl = key_page(k, vol, pg, page_no, read_lsn);
+    size_t kl = key_page(k, vol, pg, page_no, base + 1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     const uint8_t *ik;
     size_t ikl;
     uint64_t start = 0;
     bool from_image = false;
-    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+    rocksdb_iter_seek(it, (const char *)k, kl);
     for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
-         rocksdb_iter_prev(it)) {
+         rocksdb_iter_next(it)) {
         if (ikl != KEY_PAGE_LEN)
             continue;
         uint64_t lsn = get_be64(ik + 17);
-        if (lsn <= base)
+        if (lsn > read_lsn)
             break;
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         uint32_t flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
-        start = lsn;
-        if (flags & HX_RECORD_IMAGE) {
+        if (start == 0 || (flags & HX_RECORD_IMAGE))
+            start = lsn;
+        if (flags & HX_RECORD_IMAGE)
             from_image = true;
-            break;
-        }
     }
     rc = iter_status(it, why, "the page index");
     if (from_image) /* as if applied to a never-written page */
