@@ -17,6 +17,11 @@
 # commit (fdatasync + loopback round trip) is measured first by
 # hexad-floor on the data directories' filesystem.
 #
+# With --rounds N the whole sequence runs N times, each round on fresh
+# servers, the systems' order alternating between rounds (a shared
+# machine's slow minutes then fall on both sides); the report gives
+# medians and the spread of the per-round ratios.
+#
 # Output: a table on stdout; OUT/results.csv, OUT/summary.json,
 # OUT/tps.png (gnuplot), OUT/logs/ (pgbench output, server logs).
 # `./hexad bench` runs this after building; `bench/bench.sh --help`.
@@ -27,13 +32,13 @@ REPO=$(cd "$BENCH_DIR/.." && pwd)
 BUILD=${HEXAD_BUILD:-$REPO/build}
 
 SYSTEMS_ALL="hexad,pg-quorum,pg-single"
-clients_list="1,8,32" scale=10 duration=30 systems=$SYSTEMS_ALL out="" keep=0 quick=0
+clients_list="1,8,32" scale=10 duration=30 systems=$SYSTEMS_ALL out="" keep=0 quick=0 rounds=1
 scale_set=0 duration_set=0
 
 usage() {
     cat <<EOF
 Usage: ./hexad bench [--quick] [--clients 1,8,32] [--scale 10] [--duration S]
-                     [--systems LIST] [--out DIR] [--keep]
+                     [--systems LIST] [--rounds N] [--out DIR] [--keep]
 
 Benchmarks hexad against PostgreSQL 15 with quorum replication on this
 machine, in one run: pgbench tpcb-like (-n -M simple) and an insert-only
@@ -52,6 +57,9 @@ commit latency against the floor (fdatasync + loopback RTT, hexad-floor).
   --scale N        pgbench scale (default 10; 100000 accounts per unit)
   --duration S     seconds per pgbench run (default 30)
   --systems LIST   subset of $SYSTEMS_ALL (default all)
+  --rounds N       run everything N times on fresh servers, alternating the
+                   systems' order; report medians and the per-round ratio
+                   spread (default 1; 3 or more on a shared, noisy machine)
   --out DIR        results directory (default bench/results/DATE-TIME)
   --keep           keep the temp dir (cluster data, per-transaction logs)
   --help           show this help
@@ -71,13 +79,14 @@ while [ $# -gt 0 ]; do
         -h|--help) usage; exit 0 ;;
         --quick) quick=1; shift ;;
         --keep) keep=1; shift ;;
-        --clients|--scale|--duration|--systems|--out)
+        --clients|--scale|--duration|--systems|--rounds|--out)
             [ $# -ge 2 ] || bench_die "$1 needs a value; see --help"
             case "$1" in
                 --clients) clients_list=$2 ;;
                 --scale) scale=$2; scale_set=1 ;;
                 --duration) duration=$2; duration_set=1 ;;
                 --systems) systems=$2 ;;
+                --rounds) rounds=$2 ;;
                 --out) out=$2 ;;
             esac
             shift 2 ;;
@@ -95,6 +104,7 @@ for c in "${CLIENTS[@]}"; do
 done
 [[ "$scale" =~ ^[0-9]+$ ]] && [ "$scale" -ge 1 ] || bench_die "--scale needs a positive number (got '$scale')"
 [[ "$duration" =~ ^[0-9]+$ ]] && [ "$duration" -ge 1 ] || bench_die "--duration needs a positive number of seconds (got '$duration')"
+[[ "$rounds" =~ ^[0-9]+$ ]] && [ "$rounds" -ge 1 ] && [ "$rounds" -le 20 ] || bench_die "--rounds needs a number from 1 to 20 (got '$rounds')"
 IFS=, read -r -a SYSTEMS <<<"$systems"
 for s in "${SYSTEMS[@]}"; do
     case ",$SYSTEMS_ALL," in *",$s,"*) ;; *) bench_die "--systems: unknown system '$s'; choose from $SYSTEMS_ALL" ;; esac
@@ -121,12 +131,13 @@ if has_system pg-quorum || has_system pg-single; then pg_check_install; fi
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 CSV=$out/results.csv
-echo "system,workload,clients,duration_s,txns,failed,tps,lat_avg_ms,lat_p50_ms,lat_p99_ms,shipped_bytes_per_txn" >"$CSV"
+echo "system,workload,clients,duration_s,txns,failed,tps,lat_avg_ms,lat_p50_ms,lat_p99_ms,shipped_bytes_per_txn,round" >"$CSV"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/hexad-bench.XXXXXX")
 chmod 711 "$TMP"   # the PostgreSQL user must reach its directory inside
 HX_DATA=$TMP/hexad
 HX_STARTED=0
+ROUND=1
 PGBENCH_PID=""
 FAILED=1
 
@@ -197,21 +208,23 @@ run_pgbench() {
     local wl_args=(-b tpcb-like)
     [ "$wl" = tpcb-like ] || wl_args=(-f "$BENCH_DIR/insert-only.sql" -D "scale=$scale")
     j=$c; [ "$j" -le 2 ] || j=2   # 2 cores: more pgbench threads only compete
-    dir=$TMP/runs/$sys-$wl-$c
+    dir=$TMP/runs/$sys-$wl-$c-r$ROUND
     mkdir -p "$dir"
+    local f=$out/logs/pgbench-$sys-$wl-$c.log
+    [ "$rounds" -eq 1 ] || f=$out/logs/pgbench-$sys-$wl-$c-r$ROUND.log
     b0=$("bytes_$sys")
     # In the background and waited for: `wait` returns at once on a signal,
     # so Ctrl-C runs the cleanup now (timeout puts pgbench in a process
     # group of its own, out of reach of the terminal's Ctrl-C).
     timeout -k 10 $((duration + 300)) pgbench -n -M simple -h 127.0.0.1 -p "$port" -U "$user" \
         -c "$c" -j "$j" -T "$duration" --log --log-prefix="$dir/tx" "${wl_args[@]}" "$db" \
-        >"$out/logs/pgbench-$sys-$wl-$c.log" 2>&1 &
+        >"$f" 2>&1 &
     PGBENCH_PID=$!
     wait "$PGBENCH_PID" || rc=$?
     PGBENCH_PID=""
     b1=$("bytes_$sys")
-    [ "$rc" -eq 0 ] || bench_die "pgbench against $sys ($wl, $c clients) exited $rc; see $out/logs/pgbench-$sys-$wl-$c.log"
-    local f=$out/logs/pgbench-$sys-$wl-$c.log tps txns failed avg
+    [ "$rc" -eq 0 ] || bench_die "pgbench against $sys ($wl, $c clients) exited $rc; see $f"
+    local tps txns failed avg
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f")
     txns=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$f")
     failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$f")
@@ -230,7 +243,7 @@ run_pgbench() {
     [ "$keep" -eq 1 ] || rm -f "$dir"/tx.*
     local per_txn=""
     if [ -n "$b0" ] && [ "$txns" -gt 0 ]; then per_txn=$(( (b1 - b0) / txns )); fi
-    echo "$sys,$wl,$c,$duration,$txns,${failed:-0},$tps,$avg,${pct% *},${pct#* },$per_txn" >>"$CSV"
+    echo "$sys,$wl,$c,$duration,$txns,${failed:-0},$tps,$avg,${pct% *},${pct#* },$per_txn,$ROUND" >>"$CSV"
     log "  $sys $wl c=$c: tps $tps, p50 ${pct% *} ms, p99 ${pct#* } ms${per_txn:+, $per_txn B shipped/txn}"
 }
 
@@ -251,7 +264,7 @@ run_workloads() {  # system port user db
     echo "cpus=$(nproc)"
     echo "cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
     echo "load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "args=--clients $clients_list --scale $scale --duration $duration --systems $systems"
+    echo "args=--clients $clients_list --scale $scale --duration $duration --systems $systems --rounds $rounds"
 } >"$out/machine.txt"
 
 # ------------------------------------------------------------ floor
@@ -277,13 +290,14 @@ bytes_hexad() { sent_bytes "$HX_COMPUTE_PID" $((BASE + 1)) $((BASE + 99)); }
 bytes_pg-quorum() { echo $(( $(pg_wal_bytes "$PGQ_PORT") * PG_STANDBYS )); }
 bytes_pg-single() { echo ""; }
 
-if has_system hexad; then
+run_hexad() {
     log "== hexad: fresh cluster in $HX_DATA (build $BUILD, storage ports $((BASE + 1))-$((BASE + 9)), writer $HX_PG_PORT)"
+    rm -rf -- "$HX_DATA"
     mkdir -p "$HX_DATA"
     bash "$REPO/deploy/local/gen-cluster.sh" --data "$HX_DATA" --base-port "$BASE" \
         --pg-port "$HX_PG_PORT" --out "$HX_DATA/cluster.conf"
     HX_STARTED=1
-    HEXAD_BUILD=$BUILD "$REPO/hexad" up --data "$HX_DATA" >"$out/logs/hexad-up.log" 2>&1 ||
+    HEXAD_BUILD=$BUILD "$REPO/hexad" up --data "$HX_DATA" >>"$out/logs/hexad-up.log" 2>&1 ||
         bench_die "starting the hexad cluster failed; see $out/logs/hexad-up.log"
     HX_COMPUTE_PID=$(cat "$HX_DATA/run/w1.pid")
     HEXAD_BUILD=$BUILD "$REPO/hexad" bench-init --data "$HX_DATA" --scale "$scale" |
@@ -292,7 +306,7 @@ if has_system hexad; then
     cp "$HX_DATA/logs/"*.log "$out/logs/" 2>/dev/null || true
     HEXAD_BUILD=$BUILD "$REPO/hexad" down --data "$HX_DATA" >>"$out/logs/hexad-up.log" 2>&1
     HX_STARTED=0
-fi
+}
 
 # ------------------------------------------------------------ PostgreSQL
 
@@ -305,20 +319,44 @@ pg_init_tables() {  # port
     pgbench -i -q -s "$scale" -h 127.0.0.1 -p "$1" -U postgres postgres >"$out/logs/pgbench-init-$1.log" 2>&1 ||
         bench_die "pgbench -i on port $1 failed; see $out/logs/pgbench-init-$1.log"
 }
-if has_system pg-quorum; then
+# Each round starts from fresh data directories; the last round's stay
+# for the logs copied below.
+pg_fresh_dir() {  # name -> path
+    pg_as rm -rf -- "$PGDIR/$1"
+    echo "$PGDIR/$1"
+}
+run_pg_quorum() {
     log "== pg-quorum: primary + $PG_STANDBYS standbys in $PGDIR"
-    pg_quorum_start "$PGDIR/q" "$PGQ_PORT"
+    pg_quorum_start "$(pg_fresh_dir q)" "$PGQ_PORT"
     pg_init_tables "$PGQ_PORT"
     run_workloads pg-quorum "$PGQ_PORT" postgres postgres
     pg_stop_all
-fi
-if has_system pg-single; then
+}
+run_pg_single() {
     log "== pg-single in $PGDIR"
-    pg_single_start "$PGDIR/s" "$PGS_PORT"
+    pg_single_start "$(pg_fresh_dir s)" "$PGS_PORT"
     pg_init_tables "$PGS_PORT"
     run_workloads pg-single "$PGS_PORT" postgres postgres
     pg_stop_all
-fi
+}
+
+# ------------------------------------------------------------ rounds
+
+for ROUND in $(seq 1 "$rounds"); do
+    [ "$rounds" -eq 1 ] || log "== round $ROUND of $rounds"
+    order=("${SYSTEMS[@]}")
+    if [ $((ROUND % 2)) -eq 0 ]; then   # reversed: drift falls on both sides
+        order=()
+        for ((i = ${#SYSTEMS[@]} - 1; i >= 0; i--)); do order+=("${SYSTEMS[i]}"); done
+    fi
+    for sys in "${order[@]}"; do
+        case "$sys" in
+            hexad) run_hexad ;;
+            pg-quorum) run_pg_quorum ;;
+            pg-single) run_pg_single ;;
+        esac
+    done
+done
 cp "$PGDIR"/*/*.log "$out/logs/" 2>/dev/null || true
 
 # ------------------------------------------------------------ report
