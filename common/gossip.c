@@ -52,34 +52,27 @@ void hx_gossip_plan_reply(uint64_t own_epoch, const hx_lsn_range *own,
 {
     memset(out, 0, sizeof *out);
     out->adopt_epoch = peer_epoch > own_epoch ? peer_epoch : 0;
-    if (n_peer > HX_GOSSIP_TRUNCATIONS_MAX)
-        n_peer = HX_GOSSIP_TRUNCATIONS_MAX;
-    /* A list at the cap may hold, as its lowest range, two merged ones
-     * with the gap between (segment_store.c trunc_add): applying that
-     * would delete records the gap legitimately holds. */
-    uint64_t merged_from = 0;
-    if (n_peer == HX_GOSSIP_TRUNCATIONS_MAX) {
-        merged_from = UINT64_MAX;
-        for (size_t i = 0; i < n_peer; i++)
-            if (peer[i].from_lsn < merged_from)
-                merged_from = peer[i].from_lsn;
-    }
     for (size_t i = 0; i < n_peer; i++) {
         const hx_lsn_range *r = &peer[i];
         if (r->from_lsn == 0 || r->from_lsn > r->to_lsn)
             continue;
-        if (merged_from != 0 && r->from_lsn == merged_from)
-            continue;
         if (hx_gossip_range_covered(own, n_own, r))
             continue;
-        /* Insertion keeps them ascending whatever order the peer sent. */
+        /* Insertion keeps them ascending whatever order the peer sent;
+         * when full, the highest gives way. */
         size_t j = out->n_truncations;
+        if (j == HX_GOSSIP_TRUNCATIONS_MAX) {
+            if (out->truncations[j - 1].from_lsn <= r->from_lsn)
+                continue;
+            j--;
+        } else {
+            out->n_truncations++;
+        }
         while (j > 0 && out->truncations[j - 1].from_lsn > r->from_lsn) {
             out->truncations[j] = out->truncations[j - 1];
             j--;
         }
         out->truncations[j] = *r;
-        out->n_truncations++;
     }
     out->stage_records = out->n_truncations == 0;
 }

@@ -32,7 +32,8 @@
 /* A report of a higher SCL is trusted for this long: such a peer is
  * preferred, since it is known to have what we lack. */
 #define HX_GOSSIP_AHEAD_FRESH_MS 5000u
-/* Truncation ranges one reply may carry (as the store keeps). */
+/* Truncation ranges one reply's plan applies; a puller that lacks more
+ * applies the rest on its next pulls (lowest first). */
 #define HX_GOSSIP_TRUNCATIONS_MAX 64u
 
 /* What the puller knows of one member of the segment's PG. */
@@ -73,12 +74,11 @@ typedef struct {
 } hx_gossip_reply_plan;
 
 /* What to do with a reply: own_epoch and own ranges are the puller's,
- * peer_epoch and peer ranges the reply's. Ranges with from_lsn == 0 or
- * from_lsn > to_lsn (malformed) and ranges past HX_GOSSIP_TRUNCATIONS_MAX
- * are ignored; so is the lowest range of a list of exactly
- * HX_GOSSIP_TRUNCATIONS_MAX: a store at its cap merges its lowest two
- * ranges with the gap between them, and applying such a range would
- * delete the gap's records (only the oldest recovery is lost that way). */
+ * peer_epoch and peer ranges the reply's, in any order. Ranges with
+ * from_lsn == 0 or from_lsn > to_lsn (malformed) are ignored; of those
+ * own ranges do not cover, the HX_GOSSIP_TRUNCATIONS_MAX lowest are
+ * planned. Stores keep every range they learn (no merging across gaps),
+ * so any range a peer sends is one a writer recorded. */
 void hx_gossip_plan_reply(uint64_t own_epoch, const hx_lsn_range *own,
                           size_t n_own, uint64_t peer_epoch,
                           const hx_lsn_range *peer, size_t n_peer,

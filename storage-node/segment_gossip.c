@@ -1,8 +1,8 @@
 /* The segment store's side of gossip completeness (proto/README.md
- * "Gossip"): what a pull reply carries besides records (the volume epoch,
- * the segment's truncation ranges), and the segment lists that let a node
- * learn of segments it should hold but never heard of (it was down when
- * the writer created them).
+ * "Gossip"): the segment lists that let a node learn of segments it
+ * should hold but never heard of (it was down when the writer created
+ * them). What a pull reply carries besides records is in
+ * segment_truncations.c.
  *
  * Invariants:
  *  1. Nothing here writes on its own: a learned segment is staged as an
@@ -18,45 +18,6 @@
 
 #include "hx_err.h"
 #include "segment_store_internal.h"
-
-size_t segment_store_truncations(const segment_store *s, uint32_t vol,
-                                 uint32_t pg, hx_lsn_range *out, size_t max)
-{
-    const segment *g = seg_find(s, vol, pg);
-    size_t n = 0;
-    for (; g != NULL && n < g->n_trunc && n < max; n++)
-        out[n] = (hx_lsn_range){g->trunc[n].from, g->trunc[n].to,
-                                g->trunc[n].epoch};
-    return n;
-}
-
-int segment_store_pulled_add_sync(const segment_store *s,
-                                  Hexad__PulledRecords *p)
-{
-    const volume *v = vol_find(s, p->volume);
-    const segment *g = seg_find(s, p->volume, p->pg);
-    p->volume_epoch = v ? v->epoch : 0;
-    if (g == NULL || g->n_trunc == 0)
-        return HX_OK;
-    /* One block: the pointer array, then the messages it points to. */
-    size_t n = g->n_trunc;
-    void *block = malloc(n * (sizeof(Hexad__LsnRange *) +
-                              sizeof(Hexad__LsnRange)));
-    if (block == NULL)
-        return HX_ERR_NOMEM;
-    Hexad__LsnRange **ptrs = block;
-    Hexad__LsnRange *r = (Hexad__LsnRange *)(ptrs + n);
-    for (size_t i = 0; i < n; i++) {
-        hexad__lsn_range__init(&r[i]);
-        r[i].from_lsn = g->trunc[i].from;
-        r[i].to_lsn = g->trunc[i].to;
-        r[i].epoch = g->trunc[i].epoch;
-        ptrs[i] = &r[i];
-    }
-    p->truncations = ptrs;
-    p->n_truncations = n;
-    return HX_OK;
-}
 
 static bool has_member(const segment *g, const char *node)
 {

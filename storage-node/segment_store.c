@@ -9,7 +9,7 @@
  *   'v' vol(u32)                          -> VolumeMeta (epoch, geometry)
  *   's' vol pg(u32)                       -> SegmentMeta (members,
  *                                            membership_epoch, scl, scl_cpl,
- *                                            truncations, geometry)
+ *                                            geometry)
  *   'r' vol pg lsn(u64)                   -> Record, packed as received (it
  *                                            carries its own checksum)
  *   'p' vol pg page_no(u64) lsn(u64)      -> record flags (u32): the records
@@ -19,6 +19,8 @@
  *   'g' vol pg page_no lsn                -> page version: checksum, image
  *                                            (segment_coalesce.c)
  *   'b' vol pg                            -> coalesced_lsn, gc_lsn
+ *   't' vol pg from(u64)                  -> to, epoch: a truncation range
+ *                                            (segment_truncations.c)
  *
  * The background work lives in its own files, over the structs of
  * segment_store_internal.h: coalescing (segment_coalesce.c), garbage
@@ -183,6 +185,7 @@ static void seg_destroy(segment *g)
         return;
     hx_chain_destroy(g->chain);
     page_piles_free(g->piles);
+    free(g->trunc);
     free(g);
 }
 
@@ -254,7 +257,7 @@ static void seg_check(const segment_store *s, const segment *g)
     uint64_t scl = hx_chain_scl(g->chain);
     assert(hx_chain_scl_cpl(g->chain) <= scl);
     assert(hx_chain_max_lsn(g->chain) >= scl);
-    assert(g->n_trunc <= SEGMENT_STORE_TRUNCATIONS_MAX);
+    assert(g->n_trunc <= g->cap_trunc);
     for (size_t j = 0; j < g->n_trunc; j++) {
         assert(g->trunc[j].from <= g->trunc[j].to);
         assert(j == 0 || g->trunc[j - 1].to < g->trunc[j].from);
@@ -295,8 +298,6 @@ static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
     Hexad__SegmentMeta m = HEXAD__SEGMENT_META__INIT;
     Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
     char *members[HX_PG_MEMBERS];
-    Hexad__LsnRange ranges[SEGMENT_STORE_TRUNCATIONS_MAX];
-    Hexad__LsnRange *rptr[SEGMENT_STORE_TRUNCATIONS_MAX];
 
     m.membership_epoch = g->membership_epoch;
     for (size_t i = 0; i < g->n_members; i++)
@@ -305,15 +306,7 @@ static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
     m.members = members;
     m.scl = hx_chain_scl(g->chain);
     m.scl_cpl = hx_chain_scl_cpl(g->chain);
-    for (size_t i = 0; i < g->n_trunc; i++) {
-        hexad__lsn_range__init(&ranges[i]);
-        ranges[i].from_lsn = g->trunc[i].from;
-        ranges[i].to_lsn = g->trunc[i].to;
-        ranges[i].epoch = g->trunc[i].epoch;
-        rptr[i] = &ranges[i];
-    }
-    m.n_truncations = g->n_trunc;
-    m.truncations = rptr;
+    /* Truncation ranges live in 't' keys (segment_truncations.c). */
     if (g->page_size != 0) {
         geo.page_size = g->page_size;
         geo.pg_pages = g->pg_pages;
@@ -433,13 +426,18 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
         g->page_size = m->geometry->page_size;
         g->pg_pages = m->geometry->pg_pages;
     }
-    for (size_t i = 0;
-         i < m->n_truncations && i < SEGMENT_STORE_TRUNCATIONS_MAX; i++) {
-        g->trunc[i].from = m->truncations[i]->from_lsn;
-        g->trunc[i].to = m->truncations[i]->to_lsn;
-        g->trunc[i].epoch = m->truncations[i]->epoch;
-        g->n_trunc++;
+    /* Ranges in the metadata come from a store written before the 't'
+     * keys; segment_store_open rewrites them as keys. */
+    for (size_t i = 0; rc == HX_OK && i < m->n_truncations; i++) {
+        const Hexad__LsnRange *r = m->truncations[i];
+        if (r->from_lsn != 0 && r->from_lsn <= r->to_lsn)
+            rc = trunc_add(g, r->from_lsn, r->to_lsn, r->epoch);
+        g->trunc_legacy = true;
     }
+    if (rc == HX_OK)
+        rc = trunc_load(s, g, why);
+    if (rc != HX_OK)
+        goto fail;
     uint64_t scl = m->scl, scl_cpl = m->scl_cpl <= m->scl ? m->scl_cpl : 0;
     g->chain = hx_chain_create(scl, scl_cpl);
     if (g->chain == NULL) {
@@ -603,6 +601,21 @@ static int load_all(segment_store *s, segment_store_why *why)
             goto done;
     }
     rc = iter_status(it, why, "segments");
+    /* Ranges found in old metadata become 't' keys, and the metadata
+     * loses them, in one synced batch per segment. */
+    for (size_t i = 0; rc == HX_OK && i < s->n_segs; i++) {
+        segment *g = s->segs[i];
+        if (!g->trunc_legacy)
+            continue;
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        rc = trunc_put_all(s, wb, g, why);
+        if (rc == HX_OK)
+            rc = put_segment_meta(wb, g);
+        if (rc == HX_OK)
+            rc = store_write(s, wb, "truncation ranges as keys", why);
+        rocksdb_writebatch_destroy(wb);
+        g->trunc_legacy = false;
+    }
 done:
     rocksdb_iter_destroy(it);
     return rc;
@@ -956,15 +969,6 @@ static void touch_vol(batch_touch *t, volume *v)
     assert(t->n_vols < t->cap_vols);
     v->in_batch = true;
     t->vols[t->n_vols++] = v->vol;
-}
-
-static bool in_truncated(const segment *g, uint64_t lsn, uint64_t epoch)
-{
-    for (size_t i = 0; i < g->n_trunc; i++)
-        if (lsn >= g->trunc[i].from && lsn <= g->trunc[i].to &&
-            epoch < g->trunc[i].epoch)
-            return true;
-    return false;
 }
 
 static void refuse(segment_store_append_result *res, int rc, const char *fmt,
@@ -1493,8 +1497,7 @@ typedef struct {
     Hexad__SegmentInfo msg;
     char *member_ptrs[HX_PG_MEMBERS];
     char members[HX_PG_MEMBERS][HX_ID_MAX];
-    Hexad__LsnRange trunc_items[SEGMENT_STORE_TRUNCATIONS_MAX];
-    Hexad__LsnRange *trunc_ptrs[SEGMENT_STORE_TRUNCATIONS_MAX];
+    Hexad__LsnRange *trunc_items;  /* msg.truncations points into it */
     Hexad__RecordMeta *tail_items; /* msg.tail points into it */
 } info_seg;
 
@@ -1509,6 +1512,8 @@ void segment_store_segment_info_free(Hexad__SegmentInfoResponse *r)
         return;
     for (size_t i = 0; i < r->n_segments; i++) {
         info_seg *is = (info_seg *)r->segments[i];
+        free(is->trunc_items);
+        free(is->msg.truncations);
         free(is->tail_items);
         free(is->msg.tail);
         free(is);
@@ -1638,15 +1643,22 @@ int segment_store_segment_info(segment_store *s,
         }
         m->n_members = g->n_members;
         m->members = is->member_ptrs;
+        if (g->n_trunc > 0) {
+            is->trunc_items = calloc(g->n_trunc, sizeof *is->trunc_items);
+            m->truncations = calloc(g->n_trunc, sizeof *m->truncations);
+            if (is->trunc_items == NULL || m->truncations == NULL) {
+                rc = HX_ERR_NOMEM;
+                goto fail;
+            }
+        }
         for (size_t j = 0; j < g->n_trunc; j++) {
             hexad__lsn_range__init(&is->trunc_items[j]);
             is->trunc_items[j].from_lsn = g->trunc[j].from;
             is->trunc_items[j].to_lsn = g->trunc[j].to;
             is->trunc_items[j].epoch = g->trunc[j].epoch;
-            is->trunc_ptrs[j] = &is->trunc_items[j];
+            m->truncations[j] = &is->trunc_items[j];
         }
         m->n_truncations = g->n_trunc;
-        m->truncations = is->trunc_ptrs;
         uint64_t limit = req->limit_lsn < scl ? req->limit_lsn : scl;
         rc = newest_le(s, KEY_RECORD, g->vol, g->pg, limit,
                        &m->last_lsn_le_limit, why);
@@ -1779,48 +1791,6 @@ int segment_store_seal_epoch(segment_store *s, uint32_t vol,
             new_epoch, old);
     *current = new_epoch;
     return HX_OK;
-}
-
-/* Adds [from, to]@epoch to g's ranges: overlapping or adjacent ranges
- * merge (keeping the higher epoch: a writer never allocates inside its
- * own truncated range, so nothing legitimate is refused by it); past the
- * cap the lowest two ranges merge, gap included. */
-static void trunc_add(segment *g, uint64_t from, uint64_t to, uint64_t epoch)
-{
-    trunc_range all[SEGMENT_STORE_TRUNCATIONS_MAX + 1];
-    size_t n = 0;
-    bool placed = false;
-    for (size_t i = 0; i <= g->n_trunc; i++) {
-        trunc_range r;
-        if (!placed && (i == g->n_trunc || g->trunc[i].from > from)) {
-            r = (trunc_range){from, to, epoch};
-            placed = true;
-            i--;
-        } else if (i < g->n_trunc) {
-            r = g->trunc[i];
-        } else {
-            break;
-        }
-        if (n > 0 && (all[n - 1].to == UINT64_MAX ||
-                      r.from <= all[n - 1].to + 1)) {
-            trunc_range *p = &all[n - 1];
-            if (r.to > p->to)
-                p->to = r.to;
-            if (r.epoch > p->epoch)
-                p->epoch = r.epoch;
-        } else {
-            all[n++] = r;
-        }
-    }
-    while (n > SEGMENT_STORE_TRUNCATIONS_MAX) {
-        all[0].to = all[1].to;
-        if (all[1].epoch > all[0].epoch)
-            all[0].epoch = all[1].epoch;
-        memmove(&all[1], &all[2], (n - 2) * sizeof all[0]);
-        n--;
-    }
-    memcpy(g->trunc, all, n * sizeof all[0]);
-    g->n_trunc = n;
 }
 
 /* fence: refuse a range of an epoch below the volume's (a Truncate from
@@ -1956,8 +1926,11 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
     if (rc != HX_OK)
         goto done;
     g->records = g->records >= deleted ? g->records - deleted : 0;
-    trunc_add(g, from, to, epoch);
-    rc = put_segment_meta(wb, g);
+    rc = trunc_add(g, from, to, epoch);
+    if (rc == HX_OK)
+        rc = trunc_put_all(s, wb, g, why);
+    if (rc == HX_OK)
+        rc = put_segment_meta(wb, g);
     if (rc == HX_OK)
         rc = store_write(s, wb, "a truncation", why);
     if (rc == HX_OK) {

@@ -32,8 +32,6 @@ typedef struct segment_store segment_store;
 /* Appends staged beyond this many bytes should be flushed before staging
  * more (storage_server.c does): it bounds the memory of one batch. */
 #define SEGMENT_STORE_STAGED_BYTES_MAX (64u << 20)
-/* Truncation ranges kept per segment; older ones are merged past it. */
-#define SEGMENT_STORE_TRUNCATIONS_MAX 64
 /* Records listed by one segment_info tail (HX_ERR_TOO_BIG past it). */
 #define SEGMENT_STORE_TAIL_MAX 2000000u
 /* Segments one node may hold. */
@@ -190,14 +188,18 @@ int segment_store_adopt_truncation(segment_store *s, uint32_t volume,
                                    uint64_t to, uint64_t *scl,
                                    segment_store_why *why);
 
-/* The segment's truncation ranges (sorted, disjoint), at most max into
- * out; returns how many (0 when the segment is unknown). */
-size_t segment_store_truncations(const segment_store *s, uint32_t volume,
-                                 uint32_t pg, hx_lsn_range *out, size_t max);
+/* The segment's truncation ranges that reach above after_lsn (to >
+ * after_lsn; segment_truncations.c invariant 3), ascending, into *out
+ * (malloc'd, the caller frees; NULL and *n = 0 when none or the segment
+ * is unknown). HX_ERR_NOMEM. */
+int segment_store_truncations(const segment_store *s, uint32_t volume,
+                              uint32_t pg, uint64_t after_lsn,
+                              hx_lsn_range **out, size_t *n);
 
-/* Adds this node's volume epoch and the segment's truncation ranges to a
- * read_chain reply (freed by segment_store_pulled_free). HX_ERR_NOMEM. */
-int segment_store_pulled_add_sync(const segment_store *s,
+/* Adds this node's volume epoch and the segment's truncation ranges that
+ * reach above after_lsn (the pull's) to a read_chain reply (freed by
+ * segment_store_pulled_free). HX_ERR_NOMEM. */
+int segment_store_pulled_add_sync(const segment_store *s, uint64_t after_lsn,
                                   Hexad__PulledRecords *p);
 
 /* The segments held whose members include node, from (volume << 32 | pg)

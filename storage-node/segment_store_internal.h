@@ -32,6 +32,7 @@
 #define KEY_CPL 'c'
 #define KEY_VERSION 'g'   /* page versions (segment_coalesce.c) */
 #define KEY_BG 'b'        /* coalesce / GC progress (segment_coalesce.c) */
+#define KEY_TRUNC 't'     /* truncation ranges (segment_truncations.c) */
 
 #define KEY_VOLUME_LEN 5u      /* 'v' vol */
 #define KEY_SEGMENT_LEN 9u     /* 's' vol pg */
@@ -136,8 +137,9 @@ typedef struct {
     char members[HX_PG_MEMBERS][HX_ID_MAX];
     uint32_t page_size; /* 0: geometry not known yet */
     uint64_t pg_pages;
-    size_t n_trunc;     /* sorted by from, disjoint */
-    trunc_range trunc[SEGMENT_STORE_TRUNCATIONS_MAX];
+    trunc_range *trunc; /* sorted by from, disjoint (segment_truncations.c) */
+    size_t n_trunc, cap_trunc;
+    bool trunc_legacy;  /* loaded from an old SegmentMeta: rewrite as 't' */
     hx_chain *chain;
     uint64_t records;   /* records stored */
     bool in_batch;
@@ -242,6 +244,21 @@ int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
 int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
               uint64_t at, uint64_t *lsn, segment_store_why *why);
+
+/* ---- segment_truncations.c ------------------------------------------- */
+
+/* Adds [from, to]@epoch to g's ranges (invariant 1); HX_ERR_NOMEM leaves
+ * them as they were. */
+int trunc_add(segment *g, uint64_t from, uint64_t to, uint64_t epoch);
+/* Whether a record (lsn, epoch) lies in a range of a higher epoch. */
+bool in_truncated(const segment *g, uint64_t lsn, uint64_t epoch);
+/* Index of g's first range with to > after_lsn (n_trunc when none). */
+size_t trunc_first_above(const segment *g, uint64_t after_lsn);
+/* Replaces g's 't' keys by its ranges, in wb (invariant 2). */
+int trunc_put_all(segment_store *s, rocksdb_writebatch_t *wb,
+                  const segment *g, segment_store_why *why);
+/* Adds g's 't' keys to its ranges. */
+int trunc_load(segment_store *s, segment *g, segment_store_why *why);
 
 /* ---- segment_coalesce.c ----------------------------------------------- */
 

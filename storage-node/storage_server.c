@@ -89,10 +89,6 @@
 #define GOSSIP_BACKOFF_MIN_MS 200
 #define GOSSIP_BACKOFF_MAX_MS 5000
 
-/* hx_gossip_plan_reply's cap rule holds for the store's ranges. */
-_Static_assert(SEGMENT_STORE_TRUNCATIONS_MAX == HX_GOSSIP_TRUNCATIONS_MAX,
-               "gossip and the store keep the same number of ranges");
-
 typedef struct srv_conn srv_conn;
 
 /* One outgoing connection to a peer storage node. */
@@ -436,8 +432,8 @@ static void handle_pull(srv_conn *sc, uint64_t req_id,
     int rc = segment_store_read_chain(sc->srv->store, req->volume, req->pg,
                                       req->after_lsn, req->max_bytes, &p,
                                       &why);
-    if (rc == HX_OK && (rc = segment_store_pulled_add_sync(sc->srv->store,
-                                                           p)) != HX_OK) {
+    if (rc == HX_OK && (rc = segment_store_pulled_add_sync(
+                            sc->srv->store, req->after_lsn, p)) != HX_OK) {
         segment_store_pulled_free(p);
         snprintf(why.msg, sizeof why.msg, "out of memory building the reply");
     }
@@ -632,7 +628,7 @@ static void schedule_flush(storage_server *srv)
 typedef enum {
     ADOPT_STAGE,    /* nothing adopted that invalidates the records */
     ADOPT_REPULL,   /* a truncation lowered the SCL: pull again now */
-    ADOPT_FAILED,   /* a synced write failed: the next round retries */
+    ADOPT_FAILED,   /* a synced write or memory failed: the next round retries */
 } adopt_outcome;
 
 /* Adopts what a reply says this node missed: the peer's higher volume
@@ -643,19 +639,28 @@ static adopt_outcome adopt_from_reply(storage_server *srv, gpeer *pr,
                                       const Hexad__PulledRecords *p,
                                       uint64_t after)
 {
-    hx_lsn_range own[HX_GOSSIP_TRUNCATIONS_MAX];
-    hx_lsn_range peer[HX_GOSSIP_TRUNCATIONS_MAX];
-    size_t n_own = segment_store_truncations(srv->store, p->volume, p->pg,
-                                             own, HX_GOSSIP_TRUNCATIONS_MAX);
-    size_t n_peer = 0;
-    for (size_t i = 0; i < p->n_truncations && n_peer < HX_GOSSIP_TRUNCATIONS_MAX;
-         i++)
+    /* Ours that reach above the pull's after_lsn: a peer range they
+     * could cover reaches there too (segment_truncations.c invariant 3). */
+    hx_lsn_range *own = NULL, *peer = NULL;
+    size_t n_own = 0, n_peer = 0;
+    if (segment_store_truncations(srv->store, p->volume, p->pg, after, &own,
+                                  &n_own) != HX_OK ||
+        (p->n_truncations > 0 &&
+         (peer = malloc(p->n_truncations * sizeof *peer)) == NULL)) {
+        free(own);
+        HX_WARN("segment %u/%u: out of memory planning a reply of %s",
+                p->volume, p->pg, pr->id);
+        return ADOPT_FAILED;
+    }
+    for (size_t i = 0; i < p->n_truncations; i++)
         peer[n_peer++] = (hx_lsn_range){p->truncations[i]->from_lsn,
                                         p->truncations[i]->to_lsn,
                                         p->truncations[i]->epoch};
     hx_gossip_reply_plan plan;
     hx_gossip_plan_reply(segment_store_volume_epoch(srv->store, p->volume),
                          own, n_own, p->volume_epoch, peer, n_peer, &plan);
+    free(own);
+    free(peer);
     if (plan.adopt_epoch == 0 && plan.n_truncations == 0)
         return ADOPT_STAGE;
     server_flush(srv); /* seal and truncate order after what is staged */

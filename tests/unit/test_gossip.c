@@ -127,9 +127,10 @@ static void test_plan_nothing_to_adopt(void **state)
     assert_true(p.stage_records);
 }
 
-/* A reply with more ranges than a store keeps: the rest is ignored, never
- * written past the plan's array; at the cap, the lowest range may be a
- * merge over a gap and is never applied. */
+/* A reply with more missing ranges than one plan applies: the lowest
+ * HX_GOSSIP_TRUNCATIONS_MAX, ascending, whatever the reply's order (here
+ * descending), never written past the plan's array; the next plan, with
+ * those applied, takes the rest. */
 static void test_plan_caps_ranges(void **state)
 {
     (void)state;
@@ -137,20 +138,21 @@ static void test_plan_caps_ranges(void **state)
     hx_lsn_range *peer = calloc(n, sizeof *peer);
     assert_non_null(peer);
     for (size_t i = 0; i < n; i++)
-        peer[i] = (hx_lsn_range){10 * i + 1, 10 * i + 5, 1};
+        peer[i] = (hx_lsn_range){10 * (n - 1 - i) + 1, 10 * (n - 1 - i) + 5,
+                                 1};
     hx_gossip_reply_plan p;
     hx_gossip_plan_reply(1, NULL, 0, 1, peer, n, &p);
-    /* The cap's worth is looked at; its lowest (maybe merged) is not
-     * applied. */
-    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX - 1);
-    assert_int_equal(p.truncations[0].from_lsn, 11);
-    for (size_t i = 1; i < p.n_truncations; i++)
-        assert_true(p.truncations[i - 1].from_lsn < p.truncations[i].from_lsn);
-    /* Below the cap every range counts, the lowest included. */
-    hx_gossip_plan_reply(1, NULL, 0, 1, peer, HX_GOSSIP_TRUNCATIONS_MAX - 1,
-                         &p);
-    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX - 1);
-    assert_int_equal(p.truncations[0].from_lsn, 1);
+    assert_int_equal(p.n_truncations, HX_GOSSIP_TRUNCATIONS_MAX);
+    assert_false(p.stage_records);
+    for (size_t i = 0; i < p.n_truncations; i++)
+        assert_int_equal(p.truncations[i].from_lsn, 10 * i + 1);
+    hx_lsn_range own[HX_GOSSIP_TRUNCATIONS_MAX];
+    memcpy(own, p.truncations, sizeof own);
+    hx_gossip_plan_reply(1, own, HX_GOSSIP_TRUNCATIONS_MAX, 1, peer, n, &p);
+    assert_int_equal(p.n_truncations, 10);
+    for (size_t i = 0; i < p.n_truncations; i++)
+        assert_int_equal(p.truncations[i].from_lsn,
+                         10 * (HX_GOSSIP_TRUNCATIONS_MAX + i) + 1);
     free(peer);
 }
 

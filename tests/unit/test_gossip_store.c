@@ -138,12 +138,13 @@ static bool pull_round(fixture *f, uint32_t pg, bool adopt)
     uint64_t after = segment_store_scl(f->b, VOL, pg);
     assert_int_equal(segment_store_read_chain(f->a, VOL, pg, after, 0, &p,
                                               &why), HX_OK);
-    assert_int_equal(segment_store_pulled_add_sync(f->a, p), HX_OK);
+    assert_int_equal(segment_store_pulled_add_sync(f->a, after, p), HX_OK);
     bool stage = true;
     if (adopt) {
-        hx_lsn_range own[HX_GOSSIP_TRUNCATIONS_MAX], peer[8];
-        size_t n_own = segment_store_truncations(f->b, VOL, pg, own,
-                                                 HX_GOSSIP_TRUNCATIONS_MAX);
+        hx_lsn_range *own = NULL, peer[8];
+        size_t n_own = 0;
+        assert_int_equal(segment_store_truncations(f->b, VOL, pg, after, &own,
+                                                   &n_own), HX_OK);
         assert_true(p->n_truncations <= 8);
         for (size_t i = 0; i < p->n_truncations; i++)
             peer[i] = (hx_lsn_range){p->truncations[i]->from_lsn,
@@ -153,6 +154,7 @@ static bool pull_round(fixture *f, uint32_t pg, bool adopt)
         hx_gossip_plan_reply(segment_store_volume_epoch(f->b, VOL), own,
                              n_own, p->volume_epoch, peer, p->n_truncations,
                              &plan);
+        free(own);
         uint64_t cur = 0, scl = 0;
         if (plan.adopt_epoch)
             assert_int_equal(segment_store_seal_epoch(
@@ -207,11 +209,15 @@ static void test_missed_recovery(void **state)
     assert_false(pull_round(f, 0, true));
     assert_int_equal(segment_store_volume_epoch(f->b, VOL), 2);
     assert_int_equal(segment_store_scl(f->b, VOL, 0), 5);
-    hx_lsn_range r[4];
-    assert_int_equal(segment_store_truncations(f->b, VOL, 0, r, 4), 1);
+    hx_lsn_range *r = NULL;
+    size_t nr = 0;
+    assert_int_equal(segment_store_truncations(f->b, VOL, 0, 0, &r, &nr),
+                     HX_OK);
+    assert_int_equal(nr, 1);
     assert_int_equal(r[0].from_lsn, 6);
     assert_int_equal(r[0].to_lsn, 100);
     assert_int_equal(r[0].epoch, 2);
+    free(r);
     assert_true(pull_round(f, 0, true));
     assert_int_equal(last_rc, HX_OK);
     assert_int_equal(last_stored, 2);

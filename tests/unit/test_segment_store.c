@@ -829,6 +829,123 @@ static void test_corrupt_stored_record(void **state)
     assert_int_equal(page_rc(f->s, 0, 1, 2), HX_ERR_CHECKSUM);
 }
 
+/* Appends record lsn (prev lsn - 1: pending, never a fork, whatever the
+ * SCL) of the given epoch with the volume's current epoch; returns how
+ * many were dropped as truncated. */
+static uint32_t dropped_at(segment_store *s, uint64_t lsn, uint64_t epoch,
+                           uint64_t vepoch)
+{
+    app_hdr h = HDR(0);
+    h.vepoch = vepoch;
+    segment_store_append_result res;
+    assert_int_equal(append(s, h, &res, 1,
+                            mkrec(lsn, lsn - 1, 1, 0, epoch, 0, 'x', 4)),
+                     HX_OK);
+    return res.dropped;
+}
+
+/* segment_truncations.c invariant 1: after 100 recoveries (ranges
+ * [10k+1, 10k+5] at epoch k+1, far past the 64 a SegmentMeta once held),
+ * a dead writer's record inside a range is refused, a record between two
+ * ranges is not, before and after a reopen; SegmentInfo lists them all. */
+static void test_truncations_never_merge_gaps(void **state)
+{
+    fixture *f = *state;
+    uint64_t scl = 0;
+    segment_store_why why = {0};
+    for (uint64_t k = 1; k <= 100; k++) {
+        assert_int_equal(segment_store_seal_epoch(f->s, VOL, k + 1, &scl,
+                                                  &why), HX_OK);
+        assert_int_equal(segment_store_truncate(f->s, VOL, 0, k + 1,
+                                                10 * k + 1, 10 * k + 5, &scl,
+                                                &why), HX_OK);
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        /* Old merging joined [11,15] and [21,25] over the gap 16..20. */
+        assert_int_equal(dropped_at(f->s, 13 + 10 * pass, 1, 101), 1);
+        assert_int_equal(dropped_at(f->s, 16 + pass, 1, 101), 0);
+        assert_int_equal(dropped_at(f->s, 993, 99, 101), 1);
+        assert_int_equal(dropped_at(f->s, 994, 100, 101), 0);
+        assert_int_equal(dropped_at(f->s, 996 + pass, 1, 101), 0);
+        Hexad__SegmentInfoResponse *r = info(f->s, UINT64_MAX, false, 0);
+        const Hexad__SegmentInfo *si = info_pg(r, 0);
+        assert_int_equal(si->n_truncations, 100);
+        for (size_t i = 0; i < si->n_truncations; i++) {
+            assert_int_equal(si->truncations[i]->from_lsn, 10 * (i + 1) + 1);
+            assert_int_equal(si->truncations[i]->to_lsn, 10 * (i + 1) + 5);
+            assert_int_equal(si->truncations[i]->epoch, i + 2);
+        }
+        segment_store_segment_info_free(r);
+        reopen(f);
+    }
+    /* A pull reply carries only the ranges reaching above its after_lsn. */
+    hx_lsn_range *own = NULL;
+    size_t n = 0;
+    assert_int_equal(segment_store_truncations(f->s, VOL, 0, 975, &own, &n),
+                     HX_OK);
+    assert_int_equal(n, 3); /* [971,975] ends at 975: not above it */
+    assert_int_equal(own[0].from_lsn, 981);
+    free(own);
+}
+
+/* A SegmentMeta with ranges (a store from before the 't' keys): opening
+ * keeps them, as 't' keys, and the metadata no longer holds them. */
+static void test_truncations_from_old_metadata(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(append(f->s, HDR(0), NULL, 1, R(1, 0, 1, 'a')), HX_OK);
+    segment_store_close(f->s);
+    f->s = NULL;
+
+    char path[128], *err = NULL;
+    snprintf(path, sizeof path, "%s/db", f->dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    const uint8_t key[9] = {'s', 0, 0, 0, VOL, 0, 0, 0, 0};
+    for (int step = 0; step < 2; step++) {
+        rocksdb_t *db = rocksdb_open(o, path, &err);
+        assert_null(err);
+        size_t vl = 0;
+        char *v = rocksdb_get(db, ro, (const char *)key, sizeof key, &vl,
+                              &err);
+        assert_non_null(v);
+        Hexad__SegmentMeta *m =
+            hexad__segment_meta__unpack(NULL, vl, (const uint8_t *)v);
+        assert_non_null(m);
+        assert_int_equal(m->n_truncations, 0);
+        if (step == 0) { /* the old format: ranges in the metadata */
+            Hexad__LsnRange r1 = HEXAD__LSN_RANGE__INIT;
+            Hexad__LsnRange r2 = HEXAD__LSN_RANGE__INIT;
+            Hexad__LsnRange *rp[2] = {&r1, &r2};
+            r1.from_lsn = 10, r1.to_lsn = 20, r1.epoch = 2;
+            r2.from_lsn = 40, r2.to_lsn = 50, r2.epoch = 3;
+            m->truncations = rp;
+            m->n_truncations = 2;
+            uint8_t buf[512];
+            size_t len = hexad__segment_meta__pack(m, buf);
+            m->truncations = NULL;
+            m->n_truncations = 0;
+            rocksdb_put(db, wo, (const char *)key, sizeof key,
+                        (const char *)buf, len, &err);
+            assert_null(err);
+        }
+        hexad__segment_meta__free_unpacked(m, NULL);
+        rocksdb_free(v);
+        rocksdb_close(db);
+        reopen(f); /* step 0: migrates; step 1: loads the 't' keys */
+        assert_int_equal(dropped_at(f->s, 15, 1, 1), 1);
+        assert_int_equal(dropped_at(f->s, 30 + step, 1, 1), 0);
+        assert_int_equal(dropped_at(f->s, 45, 2, 1), 1);
+        segment_store_close(f->s);
+        f->s = NULL;
+    }
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_options_destroy(o);
+    reopen(f);
+}
+
 static void pulled_done(void *cookie, const segment_store_append_result *res,
                         void *arg)
 {
@@ -975,6 +1092,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stored_record, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_truncations_never_merge_gaps,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncations_from_old_metadata,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_gossip_read_chain_ingest, setup,
                                         teardown),
     };
