@@ -88,7 +88,8 @@ static void status_json(const hx_volume_status *st)
                ",\"page_versions_written\":%" PRIu64 ",\"gc_passes\":%" PRIu64
                ",\"gc_records_removed\":%" PRIu64
                ",\"gc_page_versions_removed\":%" PRIu64
-               ",\"gc_bytes_removed\":%" PRIu64 ",\"scrub_passes\":%" PRIu64
+               ",\"gc_bytes_removed\":%" PRIu64 ",\"gc_compactions\":%" PRIu64
+               ",\"scrub_passes\":%" PRIu64
                ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64
                ",\"coalesce_lag\":%" PRIu64 "}",
                i ? "," : "", n->id, n->az, n->addr,
@@ -98,8 +99,8 @@ static void status_json(const hx_volume_status *st)
                n->gossip_epochs, n->gossip_segments, n->coalesce_passes,
                n->page_versions_written, n->gc_passes, n->gc_records_removed,
                n->gc_page_versions_removed, n->gc_bytes_removed,
-               n->scrub_passes, n->checksum_failures, n->repairs,
-               n->coalesce_lag);
+               n->gc_compactions, n->scrub_passes, n->checksum_failures,
+               n->repairs, n->coalesce_lag);
     }
     printf("],\"pgs\":[");
     for (size_t p = 0; p < st->n_pgs; p++) {

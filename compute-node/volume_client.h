@@ -128,7 +128,8 @@ typedef struct {
         uint64_t gossip_epochs, gossip_segments;
         uint64_t coalesce_passes, page_versions_written;
         uint64_t gc_passes, gc_records_removed, gc_page_versions_removed;
-        uint64_t gc_bytes_removed, scrub_passes, checksum_failures, repairs;
+        uint64_t gc_bytes_removed, gc_compactions;
+        uint64_t scrub_passes, checksum_failures, repairs;
         /* Largest coalescing lag over the node's segments of the volume
          * (SegmentStatus.coalesce_lag). */
         uint64_t coalesce_lag;

@@ -67,6 +67,7 @@ static const counter_def counters[] = {
     COUNTER(gc_page_versions_removed, "Page versions garbage collection "
                                       "removed."),
     COUNTER(gc_bytes_removed, "Stored bytes garbage collection removed."),
+    COUNTER(gc_compactions, "Compactions garbage collection started."),
     COUNTER(scrub_passes, "Scrub passes run."),
     COUNTER(checksum_failures, "Stored records or page versions found "
                                "corrupt."),

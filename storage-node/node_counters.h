@@ -26,6 +26,9 @@ typedef struct {
     uint64_t gc_records_removed;
     uint64_t gc_page_versions_removed;
     uint64_t gc_bytes_removed;
+    /* Compactions GC started once enough was deleted (on their own
+     * thread). */
+    uint64_t gc_compactions;
     /* Scrubbing (segment_scrub.c): stored records or page versions found
      * corrupt on a read or a scrub, and the ones rewritten from a peer's
      * verified copy. */

@@ -41,8 +41,11 @@
  * follows under a steady load; it also compacts once a burst of deletions
  * is over (a pass that finds nothing more to delete). Between two,
  * RocksDB's own compaction (and its deletion-triggered one, set at open)
- * reclaims space as it goes. A compaction blocks the caller (the event
- * loop) while it runs: it is bounded by what GC left, the live data. */
+ * reclaims space as it goes. GC's compaction runs on a thread of its own,
+ * one at a time (RocksDB takes writes and reads meanwhile): on the event
+ * loop it stopped appends for as long as it rewrote the live data, and
+ * the members of a PG collect, and so compact, at about the same time.
+ * segment_store_close cancels and joins it. */
 #define GC_COMPACT_AFTER_BYTES (32u << 20)
 #define GC_COMPACT_BURST_MIN_BYTES (1u << 20)
 
@@ -65,6 +68,50 @@ void segment_store_compact(segment_store *s)
 {
     rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
     s->gc_bytes_since_compact = 0;
+}
+
+static void *compact_main(void *arg)
+{
+    segment_store *s = arg;
+    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+    atomic_store(&s->compacting, false);
+    return NULL;
+}
+
+/* Starts a compaction on its own thread unless one runs (then the next
+ * pass past the threshold asks again). */
+static void compact_in_background(segment_store *s)
+{
+    if (atomic_load(&s->compacting))
+        return;
+    compact_join(s); /* the previous one, finished */
+    atomic_store(&s->compacting, true);
+    int err = pthread_create(&s->compact_thread, NULL, compact_main, s);
+    if (err != 0) {
+        atomic_store(&s->compacting, false);
+        HX_WARN("cannot start a compaction thread (%s); compacting on the "
+                "event loop", strerror(err));
+        segment_store_compact(s);
+        return;
+    }
+    s->compact_started = true;
+    s->gc_bytes_since_compact = 0;
+    s->counters.gc_compactions++;
+}
+
+void compact_join(segment_store *s)
+{
+    if (!s->compact_started)
+        return;
+    if (atomic_load(&s->compacting))
+        rocksdb_disable_manual_compaction(s->db); /* closing: cut it short */
+    pthread_join(s->compact_thread, NULL);
+    s->compact_started = false;
+}
+
+bool segment_store_compacting(const segment_store *s)
+{
+    return atomic_load(&s->compacting);
 }
 
 /* Stored size of key k (0 when absent or unreadable). */
@@ -234,6 +281,6 @@ int segment_store_gc(segment_store *s, uint64_t now_ms, size_t max_pages,
         s->gc_bytes_since_compact == before;
     if (rc == HX_OK && (burst_over ||
                         s->gc_bytes_since_compact >= GC_COMPACT_AFTER_BYTES))
-        segment_store_compact(s);
+        compact_in_background(s);
     return rc;
 }

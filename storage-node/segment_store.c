@@ -635,6 +635,7 @@ int segment_store_open(const char *data_dir, const char *node_id,
         why_set(why, "out of memory");
         return HX_ERR_NOMEM;
     }
+    atomic_init(&s->compacting, false);
     snprintf(s->node_id, sizeof s->node_id, "%s", node_id);
     if (mkdir(data_dir, 0755) != 0 && errno != EEXIST) {
         why_set(why, "cannot create %s: %s", data_dir, strerror(errno));
@@ -720,8 +721,10 @@ void segment_store_close(segment_store *s)
     for (size_t i = 0; i < s->n_vols; i++)
         free(s->vols[i]);
     free(s->vols);
-    if (s->db)
+    if (s->db) {
+        compact_join(s);
         rocksdb_close(s->db);
+    }
     if (s->ropts)
         rocksdb_readoptions_destroy(s->ropts);
     if (s->wsync)

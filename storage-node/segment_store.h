@@ -275,8 +275,11 @@ void segment_store_set_retention(segment_store *s, uint64_t retention_ms);
 int segment_store_gc(segment_store *s, uint64_t now_ms, size_t max_pages,
                      segment_store_why *why);
 /* Compacts the key ranges of every segment (RocksDB reclaims what GC
- * deleted); also run by segment_store_gc once enough was deleted. */
+ * deleted), on the caller's thread. segment_store_gc, once enough was
+ * deleted, runs one on a thread of its own instead. */
 void segment_store_compact(segment_store *s);
+/* Whether GC's compaction thread is running. */
+bool segment_store_compacting(const segment_store *s);
 
 /* Scrubbing: verifies the checksums of the next max_items stored records
  * and page versions (a cursor walks the whole store, then starts over); a

@@ -8,6 +8,8 @@
 #ifndef HX_SEGMENT_STORE_INTERNAL_H
 #define HX_SEGMENT_STORE_INTERNAL_H
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -210,6 +212,9 @@ struct segment_store {
     uint8_t scrub_key[KEY_MAX_LEN]; /* the next key a scrub looks at */
     size_t scrub_key_len;
     uint64_t gc_bytes_since_compact;
+    pthread_t compact_thread; /* GC's compaction (segment_gc.c) */
+    bool compact_started;     /* compact_thread is to be joined */
+    atomic_bool compacting;   /* it runs; cleared by the thread */
     repair_want *repairs;   /* corrupt, not yet rewritten */
     size_t n_repairs, cap_repairs;
 
@@ -244,6 +249,12 @@ int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
 int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
               uint64_t at, uint64_t *lsn, segment_store_why *why);
+
+/* ---- segment_gc.c ----------------------------------------------------- */
+
+/* Waits for GC's compaction thread, cancelling a running compaction
+ * (before the database closes). */
+void compact_join(segment_store *s);
 
 /* ---- segment_truncations.c ------------------------------------------- */
 

@@ -488,6 +488,7 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->gc_records_removed = c->gc_records_removed;
     st->gc_page_versions_removed = c->gc_page_versions_removed;
     st->gc_bytes_removed = c->gc_bytes_removed;
+    st->gc_compactions = c->gc_compactions;
     st->scrub_passes = c->scrub_passes;
     st->checksum_failures = c->checksum_failures;
     st->repairs = c->repairs;

@@ -64,7 +64,7 @@ grep -qi '^Content-Type: text/plain; version=0.0.4' "$hdr" ||
 for name in records_received bytes_received batches_synced gossip_pulls \
             gossip_records gossip_truncations gossip_epochs gossip_segments \
             coalesce_passes page_versions_written gc_passes gc_records_removed \
-            gc_page_versions_removed gc_bytes_removed scrub_passes \
+            gc_page_versions_removed gc_bytes_removed gc_compactions scrub_passes \
             checksum_failures repairs; do
     grep -q "^# TYPE hexad_${name}_total counter$" <<<"$body" ||
         hx_fail "/metrics lacks the TYPE line of hexad_${name}_total"

@@ -47,6 +47,7 @@ static void test_counters(void **state)
     st.node = "s1";
     st.records_received = 12345;
     st.gc_bytes_removed = 7;
+    st.gc_compactions = 2;
     st.repairs = 2;
     st.gossip_truncations = 3;
     st.uptime_ms = 61234;
@@ -55,6 +56,7 @@ static void test_counters(void **state)
     assert_true(has_line(t, "# TYPE hexad_records_received_total counter"));
     assert_true(has_line(t, "hexad_records_received_total{node=\"s1\"} 12345"));
     assert_true(has_line(t, "hexad_gc_bytes_removed_total{node=\"s1\"} 7"));
+    assert_true(has_line(t, "hexad_gc_compactions_total{node=\"s1\"} 2"));
     assert_true(has_line(t, "hexad_repairs_total{node=\"s1\"} 2"));
     assert_true(has_line(t, "hexad_gossip_truncations_total{node=\"s1\"} 3"));
     assert_true(has_line(t, "hexad_checksum_failures_total{node=\"s1\"} 0"));
