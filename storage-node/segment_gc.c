@@ -242,16 +242,23 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
     if (wrapped)
         g->gc_cursor = 0;
 
+    uint64_t old_records = g->records;
     if (rc == HX_OK && (records + versions > 0 || g->gc_lsn != old_gc)) {
         bg_meta_put(wb, g);
-        rc = store_write(s, wb, "a garbage collection", why);
+        /* The record count goes with the deletions (segment_store.c
+         * invariant 7). */
+        g->records = g->records >= records ? g->records - records : 0;
+        if (records > 0)
+            rc = put_segment_meta(wb, g);
+        if (rc == HX_OK)
+            rc = store_write(s, wb, "a garbage collection", why);
     }
     rocksdb_writebatch_destroy(wb);
     if (rc != HX_OK) {
         g->gc_lsn = old_gc; /* memory follows disk */
+        g->records = old_records;
         return rc;
     }
-    g->records = g->records >= records ? g->records - records : 0;
     s->counters.gc_records_removed += records;
     s->counters.gc_page_versions_removed += versions;
     s->counters.gc_bytes_removed += bytes;

@@ -47,6 +47,10 @@
  *     every stored record above scl; open and reload rebuild it so.
  *  6. Every record and page version read back is checksum-verified before
  *     it touches a page; a corrupt one is counted and queued for repair.
+ *  7. The 's' value's `records` is the number of 'r' keys of the segment:
+ *     every batch that adds or deletes records (appends, truncation, GC)
+ *     puts the segment's metadata too, so open reads the count and walks
+ *     only the records above scl.
  *
  * States of an append: STAGED (copied by segment_store_stage_append(),
  * stateless checks done) -> APPLIED (segment_store_flush(): stateful checks
@@ -293,7 +297,7 @@ static int put_volume_meta(rocksdb_writebatch_t *wb, const volume *v)
     return HX_OK;
 }
 
-static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
+int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
 {
     Hexad__SegmentMeta m = HEXAD__SEGMENT_META__INIT;
     Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
@@ -306,6 +310,8 @@ static int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g)
     m.members = members;
     m.scl = hx_chain_scl(g->chain);
     m.scl_cpl = hx_chain_scl_cpl(g->chain);
+    m.records = g->records;
+    m.records_counted = true;
     /* Truncation ranges live in 't' keys (segment_truncations.c). */
     if (g->page_size != 0) {
         geo.page_size = g->page_size;
@@ -445,9 +451,13 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
         goto fail;
     }
 
-    /* Every record is counted; those above scl are fed to the chain. */
+    /* The records above scl are fed to the chain. The metadata counts
+     * every record (invariant 7); a store from before that count is
+     * counted here, by a walk of all of them. */
+    bool counted = m->records_counted;
+    g->records = counted ? m->records : 0;
     uint8_t prefix[KEY_MAX_LEN];
-    key_lsn(prefix, KEY_RECORD, vol, pg, 0);
+    key_lsn(prefix, KEY_RECORD, vol, pg, counted ? scl + 1 : 0);
     it = rocksdb_create_iterator(s->db, s->ropts);
     rocksdb_iter_seek(it, (const char *)prefix, KEY_LSN_LEN);
     const uint8_t *k;
@@ -455,7 +465,8 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
     for (; iter_prefix(it, prefix, 9, &k, &kl); rocksdb_iter_next(it)) {
         if (kl != KEY_LSN_LEN)
             continue;
-        g->records++;
+        if (!counted)
+            g->records++;
         uint64_t lsn = get_be64(k + 9);
         if (lsn <= scl)
             continue;

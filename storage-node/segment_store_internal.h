@@ -224,6 +224,9 @@ struct segment_store {
 
 /* ---- helpers defined in segment_store.c ------------------------------- */
 
+/* Puts g's 's' key (SegmentMeta, with its record count) into wb. */
+int put_segment_meta(rocksdb_writebatch_t *wb, const segment *g);
+
 void why_set(segment_store_why *why, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int rocks_err(const char *msg);

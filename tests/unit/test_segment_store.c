@@ -946,6 +946,74 @@ static void test_truncations_from_old_metadata(void **state)
     reopen(f);
 }
 
+/* Rewrites PG 0's SegmentMeta as a store from before the record count
+ * wrote it (no records, records_counted false). */
+static void forget_record_count(fixture *f)
+{
+    segment_store_close(f->s);
+    f->s = NULL;
+    char path[128], *err = NULL;
+    snprintf(path, sizeof path, "%s/db", f->dir);
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_t *db = rocksdb_open(o, path, &err);
+    assert_null(err);
+    const uint8_t key[9] = {'s', 0, 0, 0, VOL, 0, 0, 0, 0};
+    size_t vl = 0;
+    char *v = rocksdb_get(db, ro, (const char *)key, sizeof key, &vl, &err);
+    assert_non_null(v);
+    Hexad__SegmentMeta *m =
+        hexad__segment_meta__unpack(NULL, vl, (const uint8_t *)v);
+    assert_non_null(m);
+    assert_true(m->records_counted);
+    m->records = 0;
+    m->records_counted = false;
+    uint8_t buf[512];
+    size_t len = hexad__segment_meta__pack(m, buf);
+    rocksdb_put(db, wo, (const char *)key, sizeof key, (const char *)buf, len,
+                &err);
+    assert_null(err);
+    hexad__segment_meta__free_unpacked(m, NULL);
+    rocksdb_free(v);
+    rocksdb_close(db);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_options_destroy(o);
+    reopen(f);
+}
+
+/* Invariant 7: the record count comes back from the metadata after a
+ * reopen (records above a hole included, those a truncation deleted not),
+ * and a store without it is counted by a walk. */
+static void test_record_count_survives_reopen(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(append(f->s, HDR(0), NULL, 5, R(1, 0, 1, 'a'),
+                            R(2, 1, 1, 'b'), R(3, 2, 2, 'c'), R(4, 3, 2, 'd'),
+                            R(5, 4, 3, 'e')),
+                     HX_OK);
+    /* 8 and 9 wait above the hole at 6..7. */
+    assert_int_equal(append(f->s, HDR(0), NULL, 2, R(8, 7, 1, 'f'),
+                            R(9, 8, 1, 'g')),
+                     HX_OK);
+    assert_int_equal(records_of(f->s, 0), 7);
+    reopen(f);
+    assert_int_equal(records_of(f->s, 0), 7);
+    assert_int_equal(segment_store_scl(f->s, VOL, 0), 5);
+    uint64_t scl = 0;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_seal_epoch(f->s, VOL, 2, &scl, &why), HX_OK);
+    assert_int_equal(segment_store_truncate(f->s, VOL, 0, 2, 5, 8, &scl, &why),
+                     HX_OK);
+    assert_int_equal(records_of(f->s, 0), 5); /* 5 and 8 gone; 9 pending */
+    reopen(f);
+    assert_int_equal(records_of(f->s, 0), 5);
+    forget_record_count(f);
+    assert_int_equal(records_of(f->s, 0), 5);
+    assert_int_equal(segment_store_scl(f->s, VOL, 0), 4);
+}
+
 static void pulled_done(void *cookie, const segment_store_append_result *res,
                         void *arg)
 {
@@ -1095,6 +1163,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncations_never_merge_gaps,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncations_from_old_metadata,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_count_survives_reopen,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_gossip_read_chain_ingest, setup,
                                         teardown),
