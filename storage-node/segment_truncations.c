@@ -74,39 +74,31 @@ int trunc_add(segment *g, uint64_t from, uint64_t to, uint64_t epoch)
     return HX_OK;
 }
 
-/* Index of the last range with from <= lsn, or n_trunc when none. */
-static size_t range_at_or_below(const segment *g, uint64_t lsn)
+/* Index of the first range whose `to` (by_to) or `from` is above x;
+ * n_trunc when none. Both ascend (invariant 1). */
+static size_t first_above(const segment *g, uint64_t x, bool by_to)
 {
     size_t lo = 0, hi = g->n_trunc;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (g->trunc[mid].from <= lsn)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo == 0 ? g->n_trunc : lo - 1;
-}
-
-bool in_truncated(const segment *g, uint64_t lsn, uint64_t epoch)
-{
-    size_t i = range_at_or_below(g, lsn);
-    return i < g->n_trunc && lsn <= g->trunc[i].to &&
-           epoch < g->trunc[i].epoch;
-}
-
-size_t trunc_first_above(const segment *g, uint64_t after_lsn)
-{
-    /* `to` ascends with `from` (invariant 1). */
-    size_t lo = 0, hi = g->n_trunc;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (g->trunc[mid].to <= after_lsn)
+        if ((by_to ? g->trunc[mid].to : g->trunc[mid].from) <= x)
             lo = mid + 1;
         else
             hi = mid;
     }
     return lo;
+}
+
+bool in_truncated(const segment *g, uint64_t lsn, uint64_t epoch)
+{
+    /* Only the range before the first one starting above lsn may hold it. */
+    size_t i = first_above(g, lsn, false);
+    return i > 0 && lsn <= g->trunc[i - 1].to && epoch < g->trunc[i - 1].epoch;
+}
+
+size_t trunc_first_above(const segment *g, uint64_t after_lsn)
+{
+    return first_above(g, after_lsn, true);
 }
 
 int trunc_put_all(segment_store *s, rocksdb_writebatch_t *wb,

@@ -888,67 +888,9 @@ static void test_truncations_never_merge_gaps(void **state)
     free(own);
 }
 
-/* A SegmentMeta with ranges (a store from before the 't' keys): opening
- * keeps them, as 't' keys, and the metadata no longer holds them. */
-static void test_truncations_from_old_metadata(void **state)
-{
-    fixture *f = *state;
-    assert_int_equal(append(f->s, HDR(0), NULL, 1, R(1, 0, 1, 'a')), HX_OK);
-    segment_store_close(f->s);
-    f->s = NULL;
-
-    char path[128], *err = NULL;
-    snprintf(path, sizeof path, "%s/db", f->dir);
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    const uint8_t key[9] = {'s', 0, 0, 0, VOL, 0, 0, 0, 0};
-    for (int step = 0; step < 2; step++) {
-        rocksdb_t *db = rocksdb_open(o, path, &err);
-        assert_null(err);
-        size_t vl = 0;
-        char *v = rocksdb_get(db, ro, (const char *)key, sizeof key, &vl,
-                              &err);
-        assert_non_null(v);
-        Hexad__SegmentMeta *m =
-            hexad__segment_meta__unpack(NULL, vl, (const uint8_t *)v);
-        assert_non_null(m);
-        assert_int_equal(m->n_truncations, 0);
-        if (step == 0) { /* the old format: ranges in the metadata */
-            Hexad__LsnRange r1 = HEXAD__LSN_RANGE__INIT;
-            Hexad__LsnRange r2 = HEXAD__LSN_RANGE__INIT;
-            Hexad__LsnRange *rp[2] = {&r1, &r2};
-            r1.from_lsn = 10, r1.to_lsn = 20, r1.epoch = 2;
-            r2.from_lsn = 40, r2.to_lsn = 50, r2.epoch = 3;
-            m->truncations = rp;
-            m->n_truncations = 2;
-            uint8_t buf[512];
-            size_t len = hexad__segment_meta__pack(m, buf);
-            m->truncations = NULL;
-            m->n_truncations = 0;
-            rocksdb_put(db, wo, (const char *)key, sizeof key,
-                        (const char *)buf, len, &err);
-            assert_null(err);
-        }
-        hexad__segment_meta__free_unpacked(m, NULL);
-        rocksdb_free(v);
-        rocksdb_close(db);
-        reopen(f); /* step 0: migrates; step 1: loads the 't' keys */
-        assert_int_equal(dropped_at(f->s, 15, 1, 1), 1);
-        assert_int_equal(dropped_at(f->s, 30 + step, 1, 1), 0);
-        assert_int_equal(dropped_at(f->s, 45, 2, 1), 1);
-        segment_store_close(f->s);
-        f->s = NULL;
-    }
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_options_destroy(o);
-    reopen(f);
-}
-
-/* Rewrites PG 0's SegmentMeta as a store from before the record count
- * wrote it (no records, records_counted false). */
-static void forget_record_count(fixture *f)
+/* Closes the store, rewrites PG 0's SegmentMeta with edit (which may
+ * also only look), reopens. */
+static void edit_segment_meta(fixture *f, void (*edit)(Hexad__SegmentMeta *))
 {
     segment_store_close(f->s);
     f->s = NULL;
@@ -966,11 +908,14 @@ static void forget_record_count(fixture *f)
     Hexad__SegmentMeta *m =
         hexad__segment_meta__unpack(NULL, vl, (const uint8_t *)v);
     assert_non_null(m);
-    assert_true(m->records_counted);
-    m->records = 0;
-    m->records_counted = false;
+    size_t n_trunc = m->n_truncations;
+    Hexad__LsnRange **trunc = m->truncations;
+    edit(m);
     uint8_t buf[512];
+    assert_true(hexad__segment_meta__get_packed_size(m) <= sizeof buf);
     size_t len = hexad__segment_meta__pack(m, buf);
+    m->n_truncations = n_trunc; /* what the unpacker owns, to free */
+    m->truncations = trunc;
     rocksdb_put(db, wo, (const char *)key, sizeof key, (const char *)buf, len,
                 &err);
     assert_null(err);
@@ -981,6 +926,46 @@ static void forget_record_count(fixture *f)
     rocksdb_readoptions_destroy(ro);
     rocksdb_options_destroy(o);
     reopen(f);
+}
+
+/* The old format: ranges in the metadata. */
+static void add_old_ranges(Hexad__SegmentMeta *m)
+{
+    static Hexad__LsnRange r1 = HEXAD__LSN_RANGE__INIT;
+    static Hexad__LsnRange r2 = HEXAD__LSN_RANGE__INIT;
+    static Hexad__LsnRange *rp[2] = {&r1, &r2};
+    assert_int_equal(m->n_truncations, 0);
+    r1.from_lsn = 10, r1.to_lsn = 20, r1.epoch = 2;
+    r2.from_lsn = 40, r2.to_lsn = 50, r2.epoch = 3;
+    m->truncations = rp;
+    m->n_truncations = 2;
+}
+
+static void expect_no_ranges(Hexad__SegmentMeta *m)
+{
+    assert_int_equal(m->n_truncations, 0);
+}
+
+/* A SegmentMeta with ranges (a store from before the 't' keys): opening
+ * keeps them, as 't' keys, and the metadata no longer holds them. */
+static void test_truncations_from_old_metadata(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(append(f->s, HDR(0), NULL, 1, R(1, 0, 1, 'a')), HX_OK);
+    for (int step = 0; step < 2; step++) {
+        /* step 0: migrates them; step 1: finds them in the 't' keys */
+        edit_segment_meta(f, step == 0 ? add_old_ranges : expect_no_ranges);
+        assert_int_equal(dropped_at(f->s, 15, 1, 1), 1);
+        assert_int_equal(dropped_at(f->s, 30 + step, 1, 1), 0);
+        assert_int_equal(dropped_at(f->s, 45, 2, 1), 1);
+    }
+}
+
+static void forget_count(Hexad__SegmentMeta *m)
+{
+    assert_true(m->records_counted);
+    m->records = 0;
+    m->records_counted = false;
 }
 
 /* Invariant 7: the record count comes back from the metadata after a
@@ -1009,7 +994,7 @@ static void test_record_count_survives_reopen(void **state)
     assert_int_equal(records_of(f->s, 0), 5); /* 5 and 8 gone; 9 pending */
     reopen(f);
     assert_int_equal(records_of(f->s, 0), 5);
-    forget_record_count(f);
+    edit_segment_meta(f, forget_count); /* a store from before the count */
     assert_int_equal(records_of(f->s, 0), 5);
     assert_int_equal(segment_store_scl(f->s, VOL, 0), 4);
 }
