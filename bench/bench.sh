@@ -10,7 +10,10 @@
 #   pg-single  one PostgreSQL, synchronous_commit = on.
 # Workloads: pgbench's tpcb-like (-n -M simple) and bench/insert-only.sql,
 # at each client count. Per run: tps, latency p50/p99 from pgbench's
-# per-transaction log, and the bytes shipped per transaction: for hexad
+# per-transaction log, the CPU time the system's processes used per
+# transaction (hexad: storage nodes and writer; PostgreSQL: every
+# postmaster and its children; pgbench not included), and the bytes
+# shipped per transaction: for hexad
 # what hexad-compute sends to the storage nodes (its sockets' bytes_acked,
 # from ss -tinp), for pg-quorum the WAL the primary generated times 5
 # standbys (pg_current_wal_lsn before and after). The physical floor of a
@@ -48,7 +51,8 @@ script at each client count, against
   pg-quorum  PostgreSQL primary + 5 streaming standbys, synchronous_standby_names
              = 'ANY 3 (...)', synchronous_commit = on: a commit on 4 of 6 copies;
   pg-single  one PostgreSQL (synchronous_commit = on).
-Prints tps, latency p50/p99 and the ratio hexad / pg-quorum; bytes shipped
+Prints tps, latency p50/p99 and the ratio hexad / pg-quorum; CPU ms per
+transaction of each system's processes (not pgbench); bytes shipped
 per transaction (hexad-compute -> storage vs. WAL x 5 standbys); single-client
 commit latency against the floor (fdatasync + loopback RTT, hexad-floor).
 
@@ -131,7 +135,7 @@ if has_system pg-quorum || has_system pg-single; then pg_check_install; fi
 mkdir -p "$out/logs"
 out=$(cd "$out" && pwd)
 CSV=$out/results.csv
-echo "system,workload,clients,duration_s,txns,failed,tps,lat_avg_ms,lat_p50_ms,lat_p99_ms,shipped_bytes_per_txn,round" >"$CSV"
+echo "system,workload,clients,duration_s,txns,failed,tps,lat_avg_ms,lat_p50_ms,lat_p99_ms,shipped_bytes_per_txn,round,cpu_ms_per_txn" >"$CSV"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/hexad-bench.XXXXXX")
 chmod 711 "$TMP"   # the PostgreSQL user must reach its directory inside
@@ -164,16 +168,22 @@ trap 'bench_die "interrupted"' INT TERM
 
 # ------------------------------------------------------------ ports
 
-# A base port B in 20000-40000 such that nothing listens on B+1..B+400:
-# hexad storage B+1.., metrics B+101.., writer B+200, PostgreSQL B+301..
+# A base port B such that nothing listens on B+1..B+400: hexad storage
+# B+1.., metrics B+101.., writer B+200, PostgreSQL B+301... B+400 stays
+# below the kernel's ephemeral range (ip_local_port_range): an outgoing
+# connection's local port (a storage node's gossip, say) must never be
+# one a server then binds.
 pick_base_port() {
-    local p used
+    local p used eph=32768 span
+    read -r eph _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+    span=$((eph - 401 - 20000))
+    [ "$span" -gt 0 ] || bench_die "the ephemeral port range starts at $eph: no room for 400 ports between 20000 and it (see /proc/sys/net/ipv4/ip_local_port_range)"
     for _ in $(seq 1 50); do
-        p=$((20000 + RANDOM % 19500))
+        p=$((20000 + RANDOM % span))
         used=$(ss -Hltn 2>/dev/null | awk -v lo="$p" -v hi=$((p + 400)) '{ sub(/.*:/, "", $4); if ($4 > lo && $4 <= hi) print $4 }')
         if [ -z "$used" ]; then echo "$p"; return 0; fi
     done
-    bench_die "no free port range in 20000-40000 after 50 tries"
+    bench_die "no free port range between 20000 and $eph after 50 tries"
 }
 BASE=$(pick_base_port)
 HX_PG_PORT=$((BASE + 200))
@@ -201,8 +211,33 @@ sent_bytes() {  # pid lo hi
         END { printf "%d\n", total }'
 }
 
+# CPU clock ticks used so far by the processes ROOTS... and their live
+# descendants, plus what the roots collected from their reaped children
+# (PostgreSQL's backends end with their connections). From /proc/PID/stat:
+# the fields after the ")" that closes the command name.
+tree_cpu_ticks() {  # root pids...
+    local roots=" $* "
+    # A process that exits between the glob and its read fails cat.
+    { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v roots="$roots" '
+        {
+            pid = $1; rest = substr($0, index($0, ") ") + 2)
+            split(rest, f, " ")   # f[2] = ppid, f[12..15] = utime stime cutime cstime
+            ppid[pid] = f[2]; own[pid] = f[12] + f[13]; reaped[pid] = f[14] + f[15]
+        }
+        END {
+            for (p in own) {
+                for (q = p; q != "" && q != 0 && q != 1; q = ppid[q])
+                    if (index(roots, " " q " ")) { total += own[p]; break }
+                if (index(roots, " " p " ")) total += reaped[p]
+            }
+            printf "%d\n", total
+        }'
+}
+CLK_TCK=$(getconf CLK_TCK)
+
 # run_pgbench SYSTEM WORKLOAD CLIENTS PORT USER DB: one pgbench run, one
-# line of results.csv. Bytes shipped come from the hook bytes_SYSTEM.
+# line of results.csv. Bytes shipped come from the hook bytes_SYSTEM, the
+# processes whose CPU counts from pids_SYSTEM.
 run_pgbench() {
     local sys=$1 wl=$2 c=$3 port=$4 user=$5 db=$6 j dir b0 b1 rc=0
     local wl_args=(-b tpcb-like)
@@ -213,6 +248,9 @@ run_pgbench() {
     local f=$out/logs/pgbench-$sys-$wl-$c.log
     [ "$rounds" -eq 1 ] || f=$out/logs/pgbench-$sys-$wl-$c-r$ROUND.log
     b0=$("bytes_$sys")
+    local c0 c1
+    # shellcheck disable=SC2046 # a list of pids
+    c0=$(tree_cpu_ticks $("pids_$sys"))
     # In the background and waited for: `wait` returns at once on a signal,
     # so Ctrl-C runs the cleanup now (timeout puts pgbench in a process
     # group of its own, out of reach of the terminal's Ctrl-C).
@@ -223,6 +261,8 @@ run_pgbench() {
     wait "$PGBENCH_PID" || rc=$?
     PGBENCH_PID=""
     b1=$("bytes_$sys")
+    # shellcheck disable=SC2046
+    c1=$(tree_cpu_ticks $("pids_$sys"))
     [ "$rc" -eq 0 ] || bench_die "pgbench against $sys ($wl, $c clients) exited $rc; see $f"
     local tps txns failed avg
     tps=$(sed -n 's/^tps = \([0-9.]*\) (without initial connection time)/\1/p' "$f")
@@ -241,10 +281,13 @@ run_pgbench() {
             printf "%.3f %.3f\n", v[i50] / 1000, v[i99] / 1000
         }')
     [ "$keep" -eq 1 ] || rm -f "$dir"/tx.*
-    local per_txn=""
+    local per_txn="" cpu=""
     if [ -n "$b0" ] && [ "$txns" -gt 0 ]; then per_txn=$(( (b1 - b0) / txns )); fi
-    echo "$sys,$wl,$c,$duration,$txns,${failed:-0},$tps,$avg,${pct% *},${pct#* },$per_txn,$ROUND" >>"$CSV"
-    log "  $sys $wl c=$c: tps $tps, p50 ${pct% *} ms, p99 ${pct#* } ms${per_txn:+, $per_txn B shipped/txn}"
+    if [ "$txns" -gt 0 ]; then
+        cpu=$(awk -v d=$((c1 - c0)) -v n="$txns" -v hz="$CLK_TCK" 'BEGIN { printf "%.3f", d * 1000 / hz / n }')
+    fi
+    echo "$sys,$wl,$c,$duration,$txns,${failed:-0},$tps,$avg,${pct% *},${pct#* },$per_txn,$ROUND,$cpu" >>"$CSV"
+    log "  $sys $wl c=$c: tps $tps, p50 ${pct% *} ms, p99 ${pct#* } ms${per_txn:+, $per_txn B shipped/txn}${cpu:+, $cpu ms CPU/txn}"
 }
 
 run_workloads() {  # system port user db
@@ -289,6 +332,9 @@ HX_COMPUTE_PID=""
 bytes_hexad() { sent_bytes "$HX_COMPUTE_PID" $((BASE + 1)) $((BASE + 99)); }
 bytes_pg-quorum() { echo $(( $(pg_wal_bytes "$PGQ_PORT") * PG_STANDBYS )); }
 bytes_pg-single() { echo ""; }
+pids_hexad() { cat "$HX_DATA"/run/*.pid 2>/dev/null; }
+pids_pg-quorum() { echo "${PG_PIDS[@]}"; }
+pids_pg-single() { echo "${PG_PIDS[@]}"; }
 
 run_hexad() {
     log "== hexad: fresh cluster in $HX_DATA (build $BUILD, storage ports $((BASE + 1))-$((BASE + 9)), writer $HX_PG_PORT)"

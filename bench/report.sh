@@ -101,6 +101,20 @@ for w in "${workloads[@]}"; do
     done
 done
 
+if awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "cpu_ms_per_txn") found = 1 } END { exit !found }' "$csv"; then
+    echo
+    echo "CPU ms per transaction, the system's processes (not pgbench)$of_rounds: less noisy than tps on a shared machine"
+    printf '%-12s %7s | %10s | %10s | %10s | %s\n' workload clients hexad pg-quorum pg-single "hexad/pg-quorum"
+    for w in "${workloads[@]}"; do
+        for c in "${clients[@]}"; do
+            h=$(field hexad "$w" "$c" cpu_ms_per_txn)
+            q=$(field pg-quorum "$w" "$c" cpu_ms_per_txn)
+            p=$(field pg-single "$w" "$c" cpu_ms_per_txn)
+            printf '%-12s %7s | %10s | %10s | %10s | %s\n' "$w" "$c" "${h:--}" "${q:--}" "${p:--}" "$(ratio "$h" "$q")"
+        done
+    done
+fi
+
 echo
 echo "bytes shipped per committed transaction (hexad: hexad-compute -> storage; pg-quorum: WAL x 5 standbys)$of_rounds"
 printf '%-12s %7s | %12s | %12s | %s\n' workload clients hexad pg-quorum "hexad/pg-quorum"
