@@ -124,6 +124,7 @@ static int parse_storage(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
         return fail(err, len, line, "more than %d storage nodes", HX_MAX_STORAGE_NODES);
     hx_storage_cfg *s = &cfg->storage[cfg->n_storage];
     memset(s, 0, sizeof *s);
+    s->journal_mib = HX_STORAGE_JOURNAL_MIB_DEFAULT;
     for (int i = 0; i < n; i++) {
         int bad;
         if (strcmp(w[i].key, "id") == 0)
@@ -136,8 +137,12 @@ static int parse_storage(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             bad = copy_value(s->metrics_addr, sizeof s->metrics_addr, w[i].value);
         else if (strcmp(w[i].key, "data") == 0)
             bad = copy_value(s->data_dir, sizeof s->data_dir, w[i].value);
-        else
-            return fail(err, len, line, "unknown storage key '%s'; known: id az addr metrics data", w[i].key);
+        else if (strcmp(w[i].key, "journal_mib") == 0) {
+            if (parse_u64(w[i].value, 1, 65536, &s->journal_mib) != 0)
+                return fail(err, len, line, "storage journal_mib must be a number of MiB from 1 to 65536");
+            bad = 0;
+        } else
+            return fail(err, len, line, "unknown storage key '%s'; known: id az addr metrics data journal_mib", w[i].key);
         if (bad)
             return fail(err, len, line, "storage %s is empty or too long", w[i].key);
     }

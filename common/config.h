@@ -4,7 +4,7 @@
  *   cluster  name=local volume=1 page_size=4096 pg_pages=2621440 lal=1000000
  *            commit_timeout_ms=30000 retention_s=3600
  *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
- *            data=/var/lib/hexad/s1
+ *            data=/var/lib/hexad/s1 journal_mib=64
  *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
  *            cache_mib=512
  *
@@ -24,6 +24,9 @@
  * cluster line says otherwise (pg_pages = this / page_size). Large PGs keep
  * a transaction's records on few PGs, so few nodes and frames per commit. */
 #define HX_PG_BYTES_DEFAULT (UINT64_C(10) << 30)
+/* A storage node's write-ahead journal (storage-node/segment_journal.h):
+ * written in full when created, in the node's data directory. */
+#define HX_STORAGE_JOURNAL_MIB_DEFAULT 64
 /* The writer's page cache (hx_vfs): pages a GetPage need not fetch. */
 #define HX_COMPUTE_CACHE_MIB_DEFAULT 512
 
@@ -35,6 +38,7 @@ typedef struct {
     uint16_t port;
     char metrics_addr[128];  /* host:port of the HTTP metrics, or "" */
     char data_dir[512];
+    uint64_t journal_mib;    /* size of a new write-ahead journal */
 } hx_storage_cfg;
 
 typedef struct {

@@ -91,6 +91,9 @@ static void status_json(const hx_volume_status *st)
                ",\"gc_bytes_removed\":%" PRIu64 ",\"gc_compactions\":%" PRIu64
                ",\"scrub_passes\":%" PRIu64
                ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64
+               ",\"checkpoints\":%" PRIu64
+               ",\"journal_used_bytes\":%" PRIu64
+               ",\"journal_bytes\":%" PRIu64
                ",\"coalesce_lag\":%" PRIu64 "}",
                i ? "," : "", n->id, n->az, n->addr,
                n->reachable ? "true" : "false", n->volume_epoch,
@@ -100,7 +103,8 @@ static void status_json(const hx_volume_status *st)
                n->page_versions_written, n->gc_passes, n->gc_records_removed,
                n->gc_page_versions_removed, n->gc_bytes_removed,
                n->gc_compactions, n->scrub_passes, n->checksum_failures,
-               n->repairs, n->coalesce_lag);
+               n->repairs, n->checkpoints, n->journal_used_bytes,
+               n->journal_bytes, n->coalesce_lag);
     }
     printf("],\"pgs\":[");
     for (size_t p = 0; p < st->n_pgs; p++) {

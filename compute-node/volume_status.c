@@ -45,6 +45,9 @@ static void ask_node_status(hx_volume *v, int timeout_ms,
             st->nodes[i].gc_page_versions_removed = ns->gc_page_versions_removed;
             st->nodes[i].gc_bytes_removed = ns->gc_bytes_removed;
             st->nodes[i].gc_compactions = ns->gc_compactions;
+            st->nodes[i].checkpoints = ns->checkpoints;
+            st->nodes[i].journal_used_bytes = ns->journal_used_bytes;
+            st->nodes[i].journal_bytes = ns->journal_bytes;
             st->nodes[i].scrub_passes = ns->scrub_passes;
             st->nodes[i].checksum_failures = ns->checksum_failures;
             st->nodes[i].repairs = ns->repairs;

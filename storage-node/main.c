@@ -107,7 +107,8 @@ static int corrupt_records(const hx_storage_cfg *self, const char *arg)
     }
     segment_store *s = NULL;
     segment_store_why why = {0};
-    int rc = segment_store_open(self->data_dir, self->id, &s, &why);
+    segment_store_options o = {.journal_bytes = self->journal_mib << 20};
+    int rc = segment_store_open(self->data_dir, self->id, &o, &s, &why);
     size_t done = 0;
     if (rc == HX_OK)
         rc = segment_store_corrupt_records(s, CORRUPT_EVERY, n, stdout, &done,

@@ -68,6 +68,8 @@ static const counter_def counters[] = {
                                       "removed."),
     COUNTER(gc_bytes_removed, "Stored bytes garbage collection removed."),
     COUNTER(gc_compactions, "Compactions garbage collection started."),
+    COUNTER(checkpoints, "Memtable flushes that let the journal reuse its "
+                         "ring."),
     COUNTER(scrub_passes, "Scrub passes run."),
     COUNTER(checksum_failures, "Stored records or page versions found "
                                "corrupt."),
@@ -107,6 +109,19 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
                                "holds.\n# TYPE hexad_segments gauge\n"
                                "hexad_segments{node=\"%s\"} %zu\n",
                                node, st->n_segments) < 0;
+    bad |= evbuffer_add_printf(out,
+                               "# HELP hexad_journal_used_bytes Bytes of the "
+                               "journal a crash would replay now.\n"
+                               "# TYPE hexad_journal_used_bytes gauge\n"
+                               "hexad_journal_used_bytes{node=\"%s\"} %" PRIu64
+                               "\n",
+                               node, st->journal_used_bytes) < 0;
+    bad |= evbuffer_add_printf(out,
+                               "# HELP hexad_journal_bytes Size of the "
+                               "journal's ring.\n"
+                               "# TYPE hexad_journal_bytes gauge\n"
+                               "hexad_journal_bytes{node=\"%s\"} %" PRIu64 "\n",
+                               node, st->journal_bytes) < 0;
     static const struct {
         const char *name, *help;
     } seg_gauges[] = {

@@ -29,6 +29,9 @@ typedef struct {
     /* Compactions GC started once enough was deleted (on their own
      * thread). */
     uint64_t gc_compactions;
+    /* Memtable flushes that let the journal reuse its ring
+     * (segment_checkpoint.c). */
+    uint64_t checkpoints;
     /* Scrubbing (segment_scrub.c): stored records or page versions found
      * corrupt on a read or a scrub, and the ones rewritten from a peer's
      * verified copy. */

@@ -51,6 +51,11 @@
  *     every batch that adds or deletes records (appends, truncation, GC)
  *     puts the segment's metadata too, so open reads the count and walks
  *     only the records above scl.
+ *  8. Every batch is synced to the write-ahead journal before RocksDB
+ *     applies it, without RocksDB's WAL; journal entries are dropped only
+ *     once RocksDB has flushed them (segment_checkpoint.c). So a synced
+ *     write survives a crash exactly as a synced RocksDB write did, and
+ *     its fdatasync overwrites a written ring (segment_journal.h).
  *
  * States of an append: STAGED (copied by segment_store_stage_append(),
  * stateless checks done) -> APPLIED (segment_store_flush(): stateful checks
@@ -637,7 +642,8 @@ done:
  * ---------------------------------------------------------------------- */
 
 int segment_store_open(const char *data_dir, const char *node_id,
-                       segment_store **out, segment_store_why *why)
+                       const segment_store_options *o, segment_store **out,
+                       segment_store_why *why)
 {
     int rc = HX_OK;
     char *err = NULL;
@@ -675,8 +681,10 @@ int segment_store_open(const char *data_dir, const char *node_id,
     rocksdb_options_add_compact_on_deletion_collector_factory(s->opts, 4096,
                                                               2048);
     s->retention_ms = SEGMENT_STORE_RETENTION_MS_DEFAULT;
-    s->wsync = rocksdb_writeoptions_create();
-    rocksdb_writeoptions_set_sync(s->wsync, 1);
+    s->wnowal = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->wnowal, 1);
+    s->fopts = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(s->fopts, 1);
     s->ropts = rocksdb_readoptions_create();
 
     s->db = rocksdb_open(s->opts, s->path, &err);
@@ -696,6 +704,9 @@ int segment_store_open(const char *data_dir, const char *node_id,
         rocksdb_free(err);
         goto fail;
     }
+    rc = journal_open_and_replay(s, data_dir, o->journal_bytes, why);
+    if (rc != HX_OK)
+        goto fail;
     rc = load_all(s, why);
     if (rc != HX_OK)
         goto fail;
@@ -734,18 +745,22 @@ void segment_store_close(segment_store *s)
     free(s->vols);
     if (s->db) {
         compact_join(s);
+        journal_close(s);
         rocksdb_close(s->db);
     }
     if (s->ropts)
         rocksdb_readoptions_destroy(s->ropts);
-    if (s->wsync)
-        rocksdb_writeoptions_destroy(s->wsync);
+    if (s->wnowal)
+        rocksdb_writeoptions_destroy(s->wnowal);
+    if (s->fopts)
+        rocksdb_flushoptions_destroy(s->fopts);
     if (s->opts)
         rocksdb_options_destroy(s->opts);
     free(s);
 }
 
-/* One synced write (or an injected failure). */
+/* One synced write (or an injected failure): journal, then RocksDB
+ * (invariant 8). */
 int store_write(segment_store *s, rocksdb_writebatch_t *wb,
                 const char *what, segment_store_why *why)
 {
@@ -755,7 +770,15 @@ int store_write(segment_store *s, rocksdb_writebatch_t *wb,
         s->inject_count--;
         msg = s->inject_msg;
     } else {
-        rocksdb_write(s->db, s->wsync, wb, &err);
+        segment_store_why jwhy = {0};
+        int rc = journal_put(s, wb, &jwhy);
+        if (rc != HX_OK) {
+            HX_ERROR("segment store: synced write of %s failed: %s (%s)",
+                     what, jwhy.msg, hx_strerror(rc));
+            why_set(why, "synced write of %s failed: %s", what, jwhy.msg);
+            return rc;
+        }
+        rocksdb_write(s->db, s->wnowal, wb, &err);
         msg = err;
     }
     if (msg == NULL)

@@ -63,12 +63,20 @@ typedef void (*segment_store_append_done)(void *cookie,
                                           const segment_store_append_result *res,
                                           void *arg);
 
+typedef struct {
+    /* Size of a new write-ahead journal (data_dir/journal); an existing
+     * one of another size is replaced once its entries are replayed. */
+    uint64_t journal_bytes;
+} segment_store_options;
+
 /* Opens (creating if missing) the store of node node_id under data_dir
- * (the directory itself is created when missing, not its parents), loads
- * every segment's metadata and rebuilds its chain. why may be NULL.
- * HX_ERR_IO (why->msg holds RocksDB's reason), HX_ERR_NOMEM. */
+ * (the directory itself is created when missing, not its parents),
+ * replays its journal into RocksDB, loads every segment's metadata and
+ * rebuilds its chain. o is required; why may be NULL. HX_ERR_IO (why->msg holds the
+ * reason), HX_ERR_NO_SPACE (no room for the journal), HX_ERR_NOMEM. */
 int segment_store_open(const char *data_dir, const char *node_id,
-                       segment_store **out, segment_store_why *why);
+                       const segment_store_options *o, segment_store **out,
+                       segment_store_why *why);
 /* Staged appends are dropped without results (their senders never got an
  * ack). NULL is a no-op. */
 void segment_store_close(segment_store *s);
@@ -243,6 +251,10 @@ void segment_store_inject_write_error(segment_store *s, unsigned count,
 /* The node's counters (node_counters.h). The mutable form is for the
  * server's own counts (gossip). */
 const hx_node_counters *segment_store_counters(const segment_store *s);
+/* Bytes of the write-ahead journal a crash would replay now (entries not
+ * yet checkpointed, segment_checkpoint.c), and the journal's ring size. */
+uint64_t segment_store_journal_used(const segment_store *s);
+uint64_t segment_store_journal_bytes(const segment_store *s);
 hx_node_counters *segment_store_counters_mut(segment_store *s);
 
 /* Coalescing: looks at up to max_records records above the coalesced LSN

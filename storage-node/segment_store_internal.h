@@ -192,7 +192,8 @@ typedef struct {
 struct segment_store {
     rocksdb_t *db;
     rocksdb_options_t *opts;
-    rocksdb_writeoptions_t *wsync;
+    rocksdb_writeoptions_t *wnowal; /* the journal is the WAL (invariant 8) */
+    rocksdb_flushoptions_t *fopts;
     rocksdb_readoptions_t *ropts;
     char node_id[HX_ID_MAX];
     char path[600];
@@ -215,6 +216,11 @@ struct segment_store {
     pthread_t compact_thread; /* GC's compaction (segment_gc.c) */
     bool compact_started;     /* compact_thread is to be joined */
     atomic_bool compacting;   /* it runs; cleared by the thread */
+    struct segment_journal *journal; /* segment_checkpoint.c */
+    pthread_t checkpoint_thread;
+    bool checkpoint_started;  /* checkpoint_thread is to be joined */
+    atomic_bool checkpointing; /* it runs; cleared by the thread */
+    uint64_t checkpoint_upto; /* the journal head it releases to */
     repair_want *repairs;   /* corrupt, not yet rewritten */
     size_t n_repairs, cap_repairs;
 
@@ -247,6 +253,21 @@ int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
            size_t *vl, segment_store_why *why);
 int store_write(segment_store *s, rocksdb_writebatch_t *wb, const char *what,
                 segment_store_why *why);
+
+/* ---- segment_checkpoint.c: the journal under RocksDB (invariant 8) ---- */
+
+/* Opens data_dir/journal (a new one of journal_bytes), replays it into
+ * RocksDB and checkpoints what it replayed; an existing journal of another
+ * size is replaced then. */
+int journal_open_and_replay(segment_store *s, const char *data_dir,
+                            uint64_t journal_bytes, segment_store_why *why);
+/* Syncs wb's batch to the journal (waiting for room if the ring is full);
+ * the caller then applies wb with wnowal. */
+int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
+                segment_store_why *why);
+/* Joins a running checkpoint, checkpoints the rest, closes the journal
+ * (before RocksDB closes). NULL journal: no-op. */
+void journal_close(segment_store *s);
 int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
                 Hexad__Record **out, segment_store_why *why);
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */

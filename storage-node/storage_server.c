@@ -489,6 +489,9 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->gc_page_versions_removed = c->gc_page_versions_removed;
     st->gc_bytes_removed = c->gc_bytes_removed;
     st->gc_compactions = c->gc_compactions;
+    st->checkpoints = c->checkpoints;
+    st->journal_used_bytes = segment_store_journal_used(srv->store);
+    st->journal_bytes = segment_store_journal_bytes(srv->store);
     st->scrub_passes = c->scrub_passes;
     st->checksum_failures = c->checksum_failures;
     st->repairs = c->repairs;
@@ -1132,7 +1135,8 @@ int storage_server_create(struct event_base *base,
     }
 
     segment_store_why why = {0};
-    rc = segment_store_open(self->data_dir, self->id, &srv->store, &why);
+    segment_store_options o = {.journal_bytes = self->journal_mib << 20};
+    rc = segment_store_open(self->data_dir, self->id, &o, &srv->store, &why);
     if (rc != HX_OK) {
         snprintf(err, err_len, "cannot open the segment store in %s: %s",
                  self->data_dir, why.msg[0] ? why.msg : hx_strerror(rc));

@@ -21,6 +21,8 @@ defaults) and one writer w1.
   --pg-pages N      pages per protection group (default: 10 GiB of pages,
                     Aurora's segment size; 2621440 at 4096-byte pages)
   --page-size N     page size in bytes, power of two 512..65536 (default 4096)
+  --journal-mib N   each node's write-ahead journal, 1..65536 MiB (default: the
+                    nodes' own default, 64; written in full when a node first starts)
   --name NAME       cluster name (default local)
   --out FILE        write the file there instead of stdout
   --help            show this help
@@ -37,12 +39,12 @@ need_num() {  # name value
 }
 
 data="" azs=3 per_az=3 base_port=7100 host=127.0.0.1 pg_port=7433
-pg_pages="" page_size=4096 name=local out=""
+pg_pages="" page_size=4096 journal_mib="" name=local out=""
 
 while [ $# -gt 0 ]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
-        --data|--azs|--per-az|--base-port|--host|--pg-port|--pg-pages|--page-size|--name|--out)
+        --data|--azs|--per-az|--base-port|--host|--pg-port|--pg-pages|--page-size|--journal-mib|--name|--out)
             [ $# -ge 2 ] || die "$1 needs a value; see --help"
             case "$1" in
                 --data) data=$2 ;;
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
                 --pg-port) need_num "$1" "$2"; pg_port=$2 ;;
                 --pg-pages) need_num "$1" "$2"; pg_pages=$2 ;;
                 --page-size) need_num "$1" "$2"; page_size=$2 ;;
+                --journal-mib) need_num "$1" "$2"; journal_mib=$2 ;;
                 --name) name=$2 ;;
                 --out) out=$2 ;;
             esac
@@ -76,6 +79,9 @@ if [ "$page_size" -lt 512 ] || [ "$page_size" -gt 65536 ] || [ $((page_size & (p
     die "--page-size must be a power of two from 512 to 65536"
 fi
 [ -n "$pg_pages" ] || pg_pages=$(((10 << 30) / page_size))
+if [ -n "$journal_mib" ] && { [ "$journal_mib" -lt 1 ] || [ "$journal_mib" -gt 65536 ]; }; then
+    die "--journal-mib must be 1..65536"
+fi
 [ "$pg_pages" -ge 1 ] || die "--pg-pages must be at least 1"
 case "$data" in /*) ;; *) data="$(pwd)/$data" ;; esac
 data=${data%/}
@@ -88,7 +94,7 @@ emit() {
     local i=1 a k
     for ((a = 1; a <= azs; a++)); do
         for ((k = 1; k <= per_az; k++)); do
-            echo "storage id=s$i az=az$a addr=$host:$((base_port + i)) metrics=$host:$((base_port + 100 + i)) data=$data/s$i"
+            echo "storage id=s$i az=az$a addr=$host:$((base_port + i)) metrics=$host:$((base_port + 100 + i)) data=$data/s$i${journal_mib:+ journal_mib=$journal_mib}"
             i=$((i + 1))
         done
     done

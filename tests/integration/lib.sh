@@ -225,13 +225,15 @@ kill_node() { hx_kill_node "$@"; }
 start_node() { hx_start_node "$@"; }
 
 # Writes a cluster file with free ports under HX_TMP (arguments go to
-# gen-cluster.sh, e.g. --pg-pages 32) and starts every storage node.
+# gen-cluster.sh, e.g. --pg-pages 32) and starts every storage node. The
+# journals are 4 MiB, not 64: each node writes its journal in full once,
+# and small ones make checkpoints and ring wraps happen in every test.
 hx_cluster_start() {
     hx_require_bins HEXAD_STORAGE_BIN
     hx_pick_ports 64
     bash "$HX_REPO/deploy/local/gen-cluster.sh" --data "$HX_TMP/data" \
         --base-port "$HX_BASE_PORT" --pg-port $((HX_BASE_PORT + 200)) \
-        --out "$HX_CONF" "$@" >/dev/null
+        --journal-mib 4 --out "$HX_CONF" "$@" >/dev/null
     local id ids=()
     mapfile -t ids < <(hx_storage_ids)
     for id in "${ids[@]}"; do

@@ -113,7 +113,7 @@ if [ -n "${HEXAD_STORAGE_BIN:-}" ] && [ -n "${HEXADCTL_BIN:-}" ]; then
     data=$HX_TMP/hexad-data
     hx_pick_ports 10
     bash deploy/local/gen-cluster.sh --data "$data" --base-port "$HX_BASE_PORT" \
-        --pg-port $((HX_BASE_PORT + 200)) --out "$data/cluster.conf"
+        --pg-port $((HX_BASE_PORT + 200)) --journal-mib 4 --out "$data/cluster.conf"
     mapfile -t node_ids < <(hx_storage_ids_of "$data/cluster.conf")
     for id in "${node_ids[@]}"; do
         check "./hexad start $id" 0 ./hexad start --data "$data" "$id"

@@ -3,7 +3,8 @@
 # Prometheus text format on the metrics address of its cluster-file line.
 #
 #   (a) before any load: 200, text/plain; version=0.0.4, counters at 0,
-#       one line per counter labelled with the node's id;
+#       one line per counter labelled with the node's id, and the journal
+#       gauges (used bytes within the ring's size);
 #   (b) a bad path gets 404; an idle client that never sends its request
 #       does not stop the node from answering scrapes (the endpoint runs
 #       on the event loop and must not block it);
@@ -11,7 +12,7 @@
 #       at least 4 N at once (each acknowledged write reached a write
 #       quorum of its PG) and 6 N soon (gossip brings the rest), the synced
 #       batches moved, and hexadctl status --json reports the same counters
-#       as /metrics.
+#       (and journal size) as /metrics.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -64,16 +65,27 @@ grep -qi '^Content-Type: text/plain; version=0.0.4' "$hdr" ||
 for name in records_received bytes_received batches_synced gossip_pulls \
             gossip_records gossip_truncations gossip_epochs gossip_segments \
             coalesce_passes page_versions_written gc_passes gc_records_removed \
-            gc_page_versions_removed gc_bytes_removed gc_compactions scrub_passes \
-            checksum_failures repairs; do
+            gc_page_versions_removed gc_bytes_removed gc_compactions checkpoints \
+            scrub_passes checksum_failures repairs; do
     grep -q "^# TYPE hexad_${name}_total counter$" <<<"$body" ||
         hx_fail "/metrics lacks the TYPE line of hexad_${name}_total"
     grep -q "^hexad_${name}_total{node=\"s1\"} [0-9][0-9]*$" <<<"$body" ||
         hx_fail "/metrics lacks hexad_${name}_total{node=\"s1\"}"
 done
+for name in journal_used_bytes journal_bytes; do
+    grep -q "^# TYPE hexad_${name} gauge$" <<<"$body" ||
+        hx_fail "/metrics lacks the TYPE line of hexad_${name}"
+    grep -q "^hexad_${name}{node=\"s1\"} [0-9][0-9]*$" <<<"$body" ||
+        hx_fail "/metrics lacks hexad_${name}{node=\"s1\"}"
+done
 [ "$(metric s1 hexad_records_received_total)" = 0 ] ||
     hx_fail "s1 received records before any load"
-hx_pass "(a) /metrics: 200, Prometheus text format, every counter of s1 listed"
+jbytes=$(metric s1 hexad_journal_bytes)
+jused=$(metric s1 hexad_journal_used_bytes)
+# journal_mib= is 1 MiB at least; the part a crash would replay fits in it.
+[ "$jbytes" -ge $((1 << 20)) ] || hx_fail "s1's journal ring is $jbytes bytes, under 1 MiB"
+[ "$jused" -le "$jbytes" ] || hx_fail "s1's journal: $jused bytes used of a $jbytes-byte ring"
+hx_pass "(a) /metrics: 200, Prometheus text format, every counter and journal gauge of s1 listed"
 
 # (b)
 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://$(metrics_addr s1)/nope")
@@ -112,6 +124,11 @@ same_counters() {
     [ "$j" = "$m" ] && [ "$j" -ge $((6 * N)) ]
 }
 wait_until same_counters 30 0.5 || hx_fail "hexadctl status --json and /metrics disagree on records received"
+json=$(hx_ctl --volume "$VOL" status --json) || hx_fail "hexadctl status --json failed"
+[ "$(jq '.nodes[] | select(.id == "s1") | .journal_bytes' <<<"$json")" = "$(metric s1 hexad_journal_bytes)" ] ||
+    hx_fail "hexadctl status --json and /metrics disagree on s1's journal_bytes"
+jq -e '.nodes[] | select(.id == "s1") | (.checkpoints | type) == "number" and (.journal_used_bytes | type) == "number"' \
+    <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's checkpoints or journal_used_bytes"
 hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches; status --json agrees"
 
 # (c2) Idle, coalescing reaches the point it may (the SCL, or the

@@ -38,7 +38,7 @@ mkdir -p "$data"
 hx_pick_ports 64
 PG_PORT=$((HX_BASE_PORT + 200))
 bash deploy/local/gen-cluster.sh --data "$data" --base-port "$HX_BASE_PORT" \
-    --pg-port "$PG_PORT" --out "$data/cluster.conf" >/dev/null
+    --pg-port "$PG_PORT" --journal-mib 4 --out "$data/cluster.conf" >/dev/null
 export PGHOST=127.0.0.1 PGPORT=$PG_PORT PGUSER=hexad PGDATABASE=hexad PGCONNECT_TIMEOUT=10
 unset PGPASSWORD PGSERVICE PGSSLMODE
 

@@ -34,16 +34,18 @@ GC_DEADLINE_S=120
 # practice a few hundred KiB). Without GC the same member would hold all
 # 100 thousand records (~100 B each, about 10 MB: the test prints what it
 # received) and a page version per page and coalescing pass (tens of MB).
-LIVE_BOUND_KB=4096
+# Plus the write-ahead journal, a file of fixed size (JOURNAL_MIB).
+JOURNAL_MIB=4
+LIVE_BOUND_KB=$((4096 + JOURNAL_MIB * 1024))
 # Allocated blocks add RocksDB's preallocation, fixed whatever the data:
-# the WAL file (1.1 x write_buffer_size of 16 MiB = 17.6 MiB) and the
-# MANIFEST (4 MiB).
+# a WAL file (at most 1.1 x write_buffer_size of 16 MiB = 17.6 MiB; with
+# the journal, RocksDB's WAL stays nearly empty) and the MANIFEST (4 MiB).
 DISK_BOUND_KB=$((LIVE_BOUND_KB + 22 * 1024 + 1024))
 
 hx_pick_ports 64
 bash "$HX_REPO/deploy/local/gen-cluster.sh" --data "$HX_TMP/data" \
     --base-port "$HX_BASE_PORT" --pg-port $((HX_BASE_PORT + 200)) \
-    --out "$HX_CONF" >/dev/null
+    --journal-mib "$JOURNAL_MIB" --out "$HX_CONF" >/dev/null
 mapfile -t IDS < <(hx_storage_ids)
 for id in "${IDS[@]}"; do hx_start_node "$id"; done
 hx_log "cluster up: ${#IDS[@]} storage nodes, dir $HX_TMP"

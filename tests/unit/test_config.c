@@ -1,5 +1,5 @@
-/* The cluster file parser (common/config.c): defaults that depend on other
- * keys, and errors that name the line and the fix. */
+/* The cluster file parser (common/config.c): defaults, and errors that
+ * name the line and the fix. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -48,11 +48,32 @@ static void test_cache_mib(void **state)
     assert_non_null(strstr(err, "cache_mib"));
 }
 
+/* A storage line's journal_mib: 64 by default, its own value when given,
+ * an error naming the line and the key when out of range. */
+static void test_journal_mib(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
+    assert_int_equal(cfg.storage[0].journal_mib, HX_STORAGE_JOURNAL_MIB_DEFAULT);
+    assert_int_equal(HX_STORAGE_JOURNAL_MIB_DEFAULT, 64);
+    assert_int_equal(hx_cluster_parse("storage id=s1 az=a addr=h:1 data=/d "
+                                      "journal_mib=4\n", &cfg, err,
+                                      sizeof err), HX_OK);
+    assert_int_equal(cfg.storage[0].journal_mib, 4);
+    assert_int_equal(hx_cluster_parse("\n\nstorage id=s1 az=a addr=h:1 "
+                                      "data=/d journal_mib=0\n", &cfg, err,
+                                      sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "line 3"));
+    assert_non_null(strstr(err, "journal_mib"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_pages_default_is_10_gib),
         cmocka_unit_test(test_cache_mib),
+        cmocka_unit_test(test_journal_mib),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -21,6 +21,7 @@
 #include "hx_err.h"
 #include "record.h"
 #include "segment_store.h"
+#include "store_options.h"
 
 #define PAGE_SIZE 512u
 #define PG_PAGES 100u
@@ -54,7 +55,8 @@ static int setup(void **state)
         snprintf(f->dir[i], sizeof f->dir[i], "/tmp/hx_test_gossip_XXXXXX");
         segment_store_why why = {0};
         if (mkdtemp(f->dir[i]) == NULL ||
-            segment_store_open(f->dir[i], ids[i], s[i], &why) != HX_OK)
+            segment_store_open(f->dir[i], ids[i], &hx_test_store_options,
+                               s[i], &why) != HX_OK)
             return -1;
     }
     *state = f;

@@ -48,6 +48,9 @@ static void test_counters(void **state)
     st.records_received = 12345;
     st.gc_bytes_removed = 7;
     st.gc_compactions = 2;
+    st.checkpoints = 5;
+    st.journal_used_bytes = 1048576;
+    st.journal_bytes = 67108864;
     st.repairs = 2;
     st.gossip_truncations = 3;
     st.uptime_ms = 61234;
@@ -57,6 +60,12 @@ static void test_counters(void **state)
     assert_true(has_line(t, "hexad_records_received_total{node=\"s1\"} 12345"));
     assert_true(has_line(t, "hexad_gc_bytes_removed_total{node=\"s1\"} 7"));
     assert_true(has_line(t, "hexad_gc_compactions_total{node=\"s1\"} 2"));
+    assert_true(has_line(t, "# TYPE hexad_checkpoints_total counter"));
+    assert_true(has_line(t, "hexad_checkpoints_total{node=\"s1\"} 5"));
+    assert_true(has_line(t, "# TYPE hexad_journal_used_bytes gauge"));
+    assert_true(has_line(t, "hexad_journal_used_bytes{node=\"s1\"} 1048576"));
+    assert_true(has_line(t, "# TYPE hexad_journal_bytes gauge"));
+    assert_true(has_line(t, "hexad_journal_bytes{node=\"s1\"} 67108864"));
     assert_true(has_line(t, "hexad_repairs_total{node=\"s1\"} 2"));
     assert_true(has_line(t, "hexad_gossip_truncations_total{node=\"s1\"} 3"));
     assert_true(has_line(t, "hexad_checksum_failures_total{node=\"s1\"} 0"));

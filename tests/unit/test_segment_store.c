@@ -23,6 +23,7 @@
 #include "log.h"
 #include "record.h"
 #include "segment_store.h"
+#include "store_options.h"
 
 #define PAGE_SIZE 512u
 #define PG_PAGES 100u
@@ -146,7 +147,8 @@ static void reopen(fixture *f)
     segment_store_close(f->s);
     f->s = NULL;
     segment_store_why why = {0};
-    assert_int_equal(segment_store_open(f->dir, "s1", &f->s, &why), HX_OK);
+    assert_int_equal(segment_store_open(f->dir, "s1", &hx_test_store_options,
+                                        &f->s, &why), HX_OK);
 }
 
 static int setup(void **state)
@@ -158,7 +160,8 @@ static int setup(void **state)
     if (mkdtemp(f->dir) == NULL)
         return -1;
     segment_store_why why = {0};
-    if (segment_store_open(f->dir, "s1", &f->s, &why) != HX_OK) {
+    if (segment_store_open(f->dir, "s1", &hx_test_store_options, &f->s,
+                           &why) != HX_OK) {
         fprintf(stderr, "open: %s\n", why.msg);
         return -1;
     }
@@ -1032,7 +1035,8 @@ static void test_gossip_read_chain_ingest(void **state)
     snprintf(b.dir, sizeof b.dir, "/tmp/hx_test_segstore_XXXXXX");
     assert_non_null(mkdtemp(b.dir));
     segment_store_why why = {0};
-    assert_int_equal(segment_store_open(b.dir, "s2", &b.s, &why), HX_OK);
+    assert_int_equal(segment_store_open(b.dir, "s2", &hx_test_store_options,
+                                        &b.s, &why), HX_OK);
     for (uint64_t l = 1; l <= K; l++)
         assert_int_equal(append(b.s, HDR(0), NULL, 1,
                                 l % 7 == 0 ? RC(l, l - 1, l % PAGES,
