@@ -47,9 +47,7 @@
 #define COALESCE_PAGES_MAX 1024u
 #define PAGE_SET_BITS 11u
 #define PAGE_SET_SLOTS (1u << PAGE_SET_BITS) /* 2 * COALESCE_PAGES_MAX */
-/* A page gets a new version once it has this many records above its last
- * one (invariant 3). */
-#define COALESCE_MIN_RECORDS 4u
+#define COALESCE_MIN_RECORDS SEGMENT_STORE_COALESCE_MIN_RECORDS
 
 static size_t key_bg(uint8_t *k, uint32_t vol, uint32_t pg)
 {

@@ -257,10 +257,18 @@ uint64_t segment_store_journal_used(const segment_store *s);
 uint64_t segment_store_journal_bytes(const segment_store *s);
 hx_node_counters *segment_store_counters_mut(segment_store *s);
 
+/* A page gets a new version once this many of its records are above its
+ * last one (segment_coalesce.c invariant 3). 8, not 4: a page version is a
+ * whole page written (and compacted) for what may be a few small records;
+ * with 8, storage CPU per tpcb-like transaction fell by about 15%, and
+ * with 16 it rose again (bench/RESULTS.md, session 5). */
+#define SEGMENT_STORE_COALESCE_MIN_RECORDS 8u
+
 /* Coalescing: looks at up to max_records records above the coalesced LSN
  * of the segments (round robin), never above a segment's SCL, and writes,
- * for every page they touch, the page as of the newest of them (one synced
- * write per segment). GetPage then starts from the newest version at or
+ * for every page they touch that has SEGMENT_STORE_COALESCE_MIN_RECORDS
+ * records above its last version, the page as of the newest of them (one
+ * synced write per segment). GetPage then starts from the newest version at or
  * below its read point. *written = page versions written (may be NULL).
  * HX_ERR_BUSY, HX_ERR_CHECKSUM (a corrupt record stopped the pass: its
  * repair is queued), HX_ERR_IO, HX_ERR_NOMEM. */

@@ -284,10 +284,11 @@ static void test_coalesce_same_bytes(void **state)
     append_range(t.s, 1, 1500, 1, 0);
     size_t before = check_reads(t.s, 40, 1, 1500, 97);
 
-    /* Bounded: a pass of 100 records writes at most the pages they touch. */
+    /* Bounded: a pass of 400 records (10 a page on average) writes at
+     * most the pages they touch. */
     size_t w = 0;
     segment_store_why why = {0};
-    assert_int_equal(segment_store_coalesce(t.s, 100, &w, &why), HX_OK);
+    assert_int_equal(segment_store_coalesce(t.s, 400, &w, &why), HX_OK);
     assert_true(w > 0 && w <= 40);
     coalesce_all(t.s, 100);
     check_reads(t.s, 40, 1, 1500, 97);
@@ -581,11 +582,6 @@ static void corrupt_first_version(tstore *t, uint64_t *page_no, uint64_t *lsn)
     ts_reopen(t);
 }
 
-/* Issue 7 "Scrubbing": corrupt records are found by a read and by the
- * scrub, counted once each, never returned, and repaired from a peer's
- * copy; so is a corrupt page version. */
-/* A page gets a version only once 4 records piled up above its last one
- * (segment_coalesce.c invariant 3); pages with fewer read the same. */
 /* The records of the crash test, made alike in both processes. */
 static void make_crash_records(void)
 {
@@ -647,27 +643,35 @@ static void test_journal_replays_after_a_crash(void **state)
     forget_all();
 }
 
+/* A page gets a version only once SEGMENT_STORE_COALESCE_MIN_RECORDS (N)
+ * records piled up above its last one (segment_coalesce.c invariant 3);
+ * pages with fewer read the same. */
 static void test_coalesce_waits_for_records(void **state)
 {
     (void)state;
+    const uint64_t n = SEGMENT_STORE_COALESCE_MIN_RECORDS;
     tstore t;
     ts_open(&t, "s1");
-    /* page 0: 1 record; page 1: 5; page 2: 3; page 3: 1 */
-    static const uint64_t page_of[] = {0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 3};
-    for (uint64_t l = 1; l <= 10; l++)
-        mkrec(l, l - 1, page_of[l], 0, 1);
-    append_range(t.s, 1, 10, 1, 0);
-    assert_int_equal(coalesce_all(t.s, 1000), 1); /* page 1 only */
-    check_reads(t.s, 4, 1, 10, 1);
-    /* three more on page 2: six above no version, so it gets one */
-    for (uint64_t l = 11; l <= 13; l++)
+    /* page 0: 1 record; page 1: N + 1; page 2: N - 1; page 3: 1 */
+    uint64_t l = 1;
+    mkrec(l, l - 1, 0, 0, 1), l++;
+    for (uint64_t i = 0; i < n + 1; i++, l++)
+        mkrec(l, l - 1, 1, 0, 1);
+    for (uint64_t i = 0; i < n - 1; i++, l++)
         mkrec(l, l - 1, 2, 0, 1);
-    append_range(t.s, 11, 13, 1, 0);
+    mkrec(l, l - 1, 3, 0, 1);
+    const uint64_t last = l;
+    append_range(t.s, 1, last, 1, 0);
+    assert_int_equal(coalesce_all(t.s, 1000), 1); /* page 1 only */
+    check_reads(t.s, 4, 1, last, 1);
+    /* one more on page 2: N above no version, so it gets one */
+    mkrec(last + 1, last, 2, 0, 1);
+    append_range(t.s, last + 1, last + 1, 1, 0);
     assert_int_equal(coalesce_all(t.s, 1000), 1);
     assert_int_equal(segment_store_counters(t.s)->page_versions_written, 2);
-    check_reads(t.s, 4, 1, 13, 1);
+    check_reads(t.s, 4, 1, last + 1, 1);
     ts_reopen(&t);
-    check_reads(t.s, 4, 1, 13, 1);
+    check_reads(t.s, 4, 1, last + 1, 1);
     ts_close(&t);
     forget_all();
 }
@@ -683,33 +687,36 @@ static size_t append_one_and_coalesce(segment_store *s, uint64_t l,
 }
 
 /* Invariant 5: a page that gets one record per pass gets its version at
- * its 4th record, whether the count comes from memory or, after a
- * restart, from the page index; a truncation forgets the counts, so
- * records it removed are not counted again. */
+ * its Nth record (N = SEGMENT_STORE_COALESCE_MIN_RECORDS), whether the
+ * count comes from memory or, after a restart, from the page index; a
+ * truncation forgets the counts, so records it removed are not counted
+ * again. */
 static void test_coalesce_counts_across_passes(void **state)
 {
     (void)state;
+    const uint64_t n = SEGMENT_STORE_COALESCE_MIN_RECORDS;
     tstore t;
     ts_open(&t, "s1");
-    assert_int_equal(append_one_and_coalesce(t.s, 1, 7, 1), 0);
-    assert_int_equal(append_one_and_coalesce(t.s, 2, 7, 1), 0);
-    ts_reopen(&t); /* the counts are gone: page 7 is counted from disk */
-    assert_int_equal(append_one_and_coalesce(t.s, 3, 7, 1), 0);
-    assert_int_equal(append_one_and_coalesce(t.s, 4, 7, 1), 1);
-    check_reads(t.s, 8, 1, 4, 1);
-    for (uint64_t l = 5; l <= 7; l++)
+    for (uint64_t l = 1; l < n; l++) {
+        assert_int_equal(append_one_and_coalesce(t.s, l, 7, 1), 0);
+        if (l == n / 2)
+            ts_reopen(&t); /* the counts are gone: counted from disk */
+    }
+    assert_int_equal(append_one_and_coalesce(t.s, n, 7, 1), 1);
+    check_reads(t.s, 8, 1, n, 1);
+    for (uint64_t l = n + 1; l < 2 * n; l++)
         assert_int_equal(append_one_and_coalesce(t.s, l, 7, 1), 0);
     uint64_t scl = 0;
     segment_store_why why = {0};
-    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 7, 100, &scl,
-                                            &why), HX_OK);
-    assert_int_equal(scl, 6);
-    free(made[7]);
-    made[7] = NULL;
-    /* 5, 6 and the new 7 lie above the version at 4: three, not four */
-    assert_int_equal(append_one_and_coalesce(t.s, 7, 7, 2), 0);
-    assert_int_equal(append_one_and_coalesce(t.s, 8, 7, 2), 1);
-    check_reads(t.s, 8, 1, 8, 1);
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 2 * n - 1, 100,
+                                            &scl, &why), HX_OK);
+    assert_int_equal(scl, 2 * n - 2);
+    free(made[2 * n - 1]);
+    made[2 * n - 1] = NULL;
+    /* n+1 .. 2n-2 and the new 2n-1 lie above the version at n: n - 1 */
+    assert_int_equal(append_one_and_coalesce(t.s, 2 * n - 1, 7, 2), 0);
+    assert_int_equal(append_one_and_coalesce(t.s, 2 * n, 7, 2), 1);
+    check_reads(t.s, 8, 1, 2 * n, 1);
     assert_int_equal(segment_store_counters(t.s)->page_versions_written, 2);
     ts_close(&t);
     forget_all();
@@ -769,6 +776,9 @@ static void test_scrub_yields_to_appends(void **state)
     assert_int_equal(storage_bg_scrub_items(UINT64_MAX), busy);
 }
 
+/* Issue 7 "Scrubbing": corrupt records are found by a read and by the
+ * scrub, counted once each, never returned, and repaired from a peer's
+ * copy; so is a corrupt page version. */
 static void test_scrub_and_repair(void **state)
 {
     (void)state;
