@@ -10,14 +10,16 @@
  *   fsync: fdatasync() after a 4 KiB pwrite(), in a file in DIR (the data
  *          directory's filesystem). Two shapes: "overwrite" rewrites blocks
  *          of a preallocated, synced file (a WAL that recycles its
- *          segments, PostgreSQL's); "append" extends the file, so the
- *          size change is flushed too (RocksDB's WAL).
+ *          segments, PostgreSQL's, and hexad's storage journal); "append"
+ *          extends the file, so the size change is flushed too (RocksDB's
+ *          WAL).
  *   rtt:   a 64-byte ping-pong over a loopback TCP connection with
  *          TCP_NODELAY, echoed by a thread of this process.
- *   quorum: six threads each append + fdatasync their own file at the
- *          same moment; a sample is the time until the 4th is done. On
- *          one machine the six copies of a write share one device, so a
- *          4-of-6 commit cannot beat this (floor_quorum_us = it + rtt).
+ *   quorum: six threads each overwrite a block of their own preallocated
+ *          file and fdatasync it at the same moment, as six storage
+ *          journals do; a sample is the time until the 4th is done. On one
+ *          machine the six copies of a write share one device, so a 4-of-6
+ *          commit cannot beat this (floor_quorum_us = it + rtt).
  *
  * Output: one "key=value" line per figure, microseconds, medians and p99
  * over N samples, then "floor_us" = the lower fsync median + the RTT
@@ -49,7 +51,8 @@ static void usage(FILE *f)
         "Measures the physical floor of a commit on this machine:\n"
         "  fdatasync of a 4 KiB write in DIR (overwrite of a preallocated\n"
         "  file, and append), a 64-byte loopback TCP round trip, and six\n"
-        "  concurrent appends + fdatasync (time until the 4th is done).\n"
+        "  concurrent overwrites + fdatasync of preallocated files (time\n"
+        "  until the 4th is done).\n"
         "Prints key=value lines in microseconds (median, p99),\n"
         "floor_us = min(fsync medians) + rtt median and\n"
         "floor_quorum_us = 4-of-6 concurrent fsync median + rtt median.\n"
@@ -159,10 +162,17 @@ static void *quorum_copy_main(void *arg)
     int fd = open(c->path, O_RDWR | O_CREAT | O_TRUNC, 0600);
     c->failed = fd < 0;
     memset(block, 'q', sizeof block);
+    /* Written and synced once, so the samples overwrite mapped blocks. */
+    for (int b = 0; !c->failed && b < FLOOR_PREALLOC_BLOCKS; b++)
+        c->failed = write_full(fd, block, sizeof block,
+                               (off_t)b * FLOOR_BLOCK_BYTES) != 0;
+    if (!c->failed && fsync(fd) != 0)
+        c->failed = 1;
     for (int i = 0; i < c->n; i++) {
         pthread_barrier_wait(c->start);
+        off_t off = (off_t)(i % FLOOR_PREALLOC_BLOCKS) * FLOOR_BLOCK_BYTES;
         if (!c->failed &&
-            (write_full(fd, block, sizeof block, (off_t)i * FLOOR_BLOCK_BYTES) != 0 ||
+            (write_full(fd, block, sizeof block, off) != 0 ||
              fdatasync(fd) != 0))
             c->failed = 1;
         c->done_ns[i] = now_ns();
