@@ -117,15 +117,35 @@ void vc_progress(const hx_volume_opts *o, const char *fmt, ...)
         o->progress(o->progress_arg, line);
 }
 
-int vc_cv_wait_until(hx_volume *v, int64_t deadline_ms)
+static int cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu,
+                           int64_t deadline_ms)
 {
     if (deadline_ms < 0)
-        return pthread_cond_wait(&v->cv, &v->mu);
+        return pthread_cond_wait(cv, mu);
     if (deadline_ms <= vc_now_ms())
         return -1;
-    /* cv waits on CLOCK_MONOTONIC, the clock vc_now_ms() reads. */
+    /* Every cv here waits on CLOCK_MONOTONIC, the clock vc_now_ms() reads. */
     struct timespec ts = {deadline_ms / 1000, (deadline_ms % 1000) * 1000000};
-    return pthread_cond_timedwait(&v->cv, &v->mu, &ts);
+    return pthread_cond_timedwait(cv, mu, &ts);
+}
+
+int vc_cv_wait_until(hx_volume *v, int64_t deadline_ms)
+{
+    return cond_wait_until(&v->cv, &v->mu, deadline_ms);
+}
+
+static bool durable_wait_over(const hx_volume *v, uint64_t lsn)
+{
+    return v->fenced || v->stopping ||
+           (v->lsn != NULL && hx_lsn_vdl(v->lsn) >= lsn);
+}
+
+void vc_broadcast(hx_volume *v)
+{
+    pthread_cond_broadcast(&v->cv);
+    for (vc_durable_waiter *w = v->durable_waiters; w != NULL; w = w->next)
+        if (durable_wait_over(v, w->lsn))
+            pthread_cond_signal(&w->cv);
 }
 
 /* ------------------------------------------------------------------------
@@ -447,7 +467,7 @@ static void on_append_ack(hx_volume *v, int node, const Hexad__AppendAck *a)
     if (p->m[k].inflight > 0)
         p->m[k].inflight--;
     if (hx_lsn_on_ack(v->lsn, a->pg, k, a->scl))
-        pthread_cond_broadcast(&v->cv);
+        vc_broadcast(v);
     ring_trim(v, p);
 }
 
@@ -486,7 +506,7 @@ static void on_truncate_ack(hx_volume *v, int node, const Hexad__TruncateAck *a)
                 a->pg, v->nodes[node].cfg->id, (unsigned long long)a->scl);
         vc_trunc_quorum_check(v);
     }
-    pthread_cond_broadcast(&v->cv);
+    vc_broadcast(v);
 }
 
 /* Under mu: a storage node holds a newer epoch (design note 5). */
@@ -501,7 +521,7 @@ static void vc_fence(hx_volume *v, int node, uint64_t newer_epoch)
              "acknowledges nothing more.",
              v->nodes[node].cfg->id, (unsigned long long)newer_epoch,
              (unsigned long long)v->epoch);
-    pthread_cond_broadcast(&v->cv);
+    vc_broadcast(v);
     if (v->on_fenced != NULL)
         v->on_fenced(v->on_fenced_arg, newer_epoch);
 }
@@ -583,7 +603,7 @@ static void conn_close(hx_conn *c, int err, const char *reason, void *arg)
                 n->cfg->addr, reason);
     if (!v->stopping)
         schedule_retry(n);
-    pthread_cond_broadcast(&v->cv);
+    vc_broadcast(v);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -599,7 +619,7 @@ static void conn_connected(hx_conn *c, void *arg)
             n->cfg->addr);
     vc_calls_pump(v);
     pump(v, false);
-    pthread_cond_broadcast(&v->cv);
+    vc_broadcast(v);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -660,6 +680,7 @@ static void volume_free(hx_volume *v)
         event_base_free(v->base);
     hx_lsn_tracker_destroy(v->lsn);
     pthread_cond_destroy(&v->cv);
+    pthread_condattr_destroy(&v->cv_attr);
     pthread_mutex_destroy(&v->mu);
     free(v);
 }
@@ -679,11 +700,9 @@ int hx_volume_open(const hx_volume_opts *o, hx_volume **out)
     v->on_fenced_arg = o->on_fenced_arg;
     snprintf(v->az, sizeof v->az, "%s", o->az ? o->az : "");
     pthread_mutex_init(&v->mu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&v->cv, &ca);
-    pthread_condattr_destroy(&ca);
+    pthread_condattr_init(&v->cv_attr);
+    pthread_condattr_setclock(&v->cv_attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&v->cv, &v->cv_attr);
     int rc = HX_ERR_NOMEM;
     v->base = event_base_new();
     if (v->base == NULL)
@@ -747,7 +766,7 @@ void hx_volume_close(hx_volume *v)
         return;
     pthread_mutex_lock(&v->mu);
     v->stopping = true;
-    pthread_cond_broadcast(&v->cv);
+    vc_broadcast(v);
     pthread_mutex_unlock(&v->mu);
     event_base_once(v->base, -1, EV_TIMEOUT, stop_cb, v, NULL);
     vc_kick(v);
@@ -822,6 +841,7 @@ static int heartbeat_quiet_pgs(hx_volume *v)
             HX_ERROR("out of memory while queuing LSN %llu; stopping writes",
                      (unsigned long long)lsn);
             v->fenced = true;
+            vc_broadcast(v);
             return HX_ERR_NOMEM;
         }
     }
@@ -879,6 +899,7 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
             HX_ERROR("out of memory while queuing LSN %llu; stopping writes",
                      (unsigned long long)lsn);
             v->fenced = true;
+            vc_broadcast(v);
             rc = HX_ERR_NOMEM;
             goto out;
         }
@@ -897,6 +918,8 @@ int hx_volume_wait_durable(hx_volume *v, uint64_t lsn, int timeout_ms)
     int64_t deadline = timeout_ms < 0 ? -1 : vc_now_ms() + timeout_ms;
     pthread_mutex_lock(&v->mu);
     int rc = HX_OK;
+    vc_durable_waiter w = {.lsn = lsn};
+    bool linked = false;
     while (v->lsn == NULL || hx_lsn_vdl(v->lsn) < lsn) {
         if (v->fenced) {
             rc = HX_ERR_FENCED;
@@ -906,11 +929,28 @@ int hx_volume_wait_durable(hx_volume *v, uint64_t lsn, int timeout_ms)
             rc = HX_ERR_CLOSED;
             break;
         }
-        if (vc_cv_wait_until(v, deadline) != 0 && deadline >= 0 &&
+        if (!linked) {
+            pthread_cond_init(&w.cv, &v->cv_attr);
+            w.next = v->durable_waiters;
+            if (w.next != NULL)
+                w.next->prev = &w;
+            v->durable_waiters = &w;
+            linked = true;
+        }
+        if (cond_wait_until(&w.cv, &v->mu, deadline) != 0 && deadline >= 0 &&
             vc_now_ms() >= deadline) {
             rc = HX_ERR_TIMEOUT;
             break;
         }
+    }
+    if (linked) {
+        if (w.prev != NULL)
+            w.prev->next = w.next;
+        else
+            v->durable_waiters = w.next;
+        if (w.next != NULL)
+            w.next->prev = w.prev;
+        pthread_cond_destroy(&w.cv);
     }
     pthread_mutex_unlock(&v->mu);
     return rc;

@@ -81,6 +81,16 @@ typedef struct vc_call {
     size_t reply_len;
 } vc_call;
 
+/* A session waiting in hx_volume_wait_durable: woken alone, once VDL
+ * reaches lsn or the volume is fenced or stopping (vc_broadcast), not by
+ * every ack, so 32 sessions waiting for their commits do not all wake
+ * for each VDL step. Lives on the waiter's stack, linked while it waits. */
+typedef struct vc_durable_waiter {
+    uint64_t lsn;
+    pthread_cond_t cv;
+    struct vc_durable_waiter *prev, *next;
+} vc_durable_waiter;
+
 struct hx_volume {
     hx_cluster_cfg cluster;
     hx_volume_mode mode;
@@ -88,6 +98,8 @@ struct hx_volume {
 
     pthread_mutex_t mu;
     pthread_cond_t cv;     /* any progress: acks, replies, connects */
+    pthread_condattr_t cv_attr; /* CLOCK_MONOTONIC, for every cv here */
+    vc_durable_waiter *durable_waiters;
     pthread_t thread;
     struct event_base *base;
     struct event *kick_ev;
@@ -136,6 +148,9 @@ int64_t vc_now_ms(void);
 /* Under mu: waits on cv until woken or deadline_ms (absolute vc_now_ms();
  * < 0: no deadline). Non-zero once the deadline has passed. */
 int vc_cv_wait_until(hx_volume *v, int64_t deadline_ms);
+/* Progress (under v->mu): wakes every waiter on v->cv, and the durability
+ * waiters whose wait is over. */
+void vc_broadcast(hx_volume *v);
 
 /* volume_rpc.c: requests and replies (under no lock; they take mu). */
 /* Sends env to node; returns the call (NULL: out of memory). */

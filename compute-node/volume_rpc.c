@@ -87,7 +87,7 @@ bool vc_calls_on_reply(hx_volume *v, const Hexad__Envelope *env)
             c->rc = HX_OK;
         }
         c->done = true;
-        pthread_cond_broadcast(&v->cv);
+        vc_broadcast(v);
         return true;
     }
     return false;
@@ -112,7 +112,7 @@ void vc_calls_pump(hx_volume *v)
         if (n->conn == NULL || !n->connected) {
             c->done = true;
             c->rc = HX_ERR_IO;
-            pthread_cond_broadcast(&v->cv);
+            vc_broadcast(v);
             continue;
         }
         int rc = hx_conn_send_packed(n->conn, c->out, c->out_len);
@@ -120,7 +120,7 @@ void vc_calls_pump(hx_volume *v)
         if (rc != HX_OK) {
             c->done = true;
             c->rc = rc;
-            pthread_cond_broadcast(&v->cv);
+            vc_broadcast(v);
         }
     }
 }
