@@ -98,30 +98,26 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
                                ".%03u\n",
                                node, st->uptime_ms / 1000,
                                (unsigned)(st->uptime_ms % 1000)) < 0;
-    bad |= evbuffer_add_printf(out,
-                               "# HELP hexad_volume_epoch The node's epoch "
-                               "of the cluster file's volume.\n"
-                               "# TYPE hexad_volume_epoch gauge\n"
-                               "hexad_volume_epoch{node=\"%s\"} %" PRIu64 "\n",
-                               node, st->volume_epoch) < 0;
-    bad |= evbuffer_add_printf(out,
-                               "# HELP hexad_segments Segments the node "
-                               "holds.\n# TYPE hexad_segments gauge\n"
-                               "hexad_segments{node=\"%s\"} %zu\n",
-                               node, st->n_segments) < 0;
-    bad |= evbuffer_add_printf(out,
-                               "# HELP hexad_journal_used_bytes Bytes of the "
-                               "journal a crash would replay now.\n"
-                               "# TYPE hexad_journal_used_bytes gauge\n"
-                               "hexad_journal_used_bytes{node=\"%s\"} %" PRIu64
-                               "\n",
-                               node, st->journal_used_bytes) < 0;
-    bad |= evbuffer_add_printf(out,
-                               "# HELP hexad_journal_bytes Size of the "
-                               "journal's ring.\n"
-                               "# TYPE hexad_journal_bytes gauge\n"
-                               "hexad_journal_bytes{node=\"%s\"} %" PRIu64 "\n",
-                               node, st->journal_bytes) < 0;
+    const struct {
+        const char *name, *help;
+        uint64_t v;
+    } node_gauges[] = {
+        {"hexad_volume_epoch", "The node's epoch of the cluster file's volume.",
+         st->volume_epoch},
+        {"hexad_segments", "Segments the node holds.", st->n_segments},
+        {"hexad_journal_used_bytes",
+         "Bytes of the journal a crash would replay now.",
+         st->journal_used_bytes},
+        {"hexad_journal_bytes", "Size of the journal's ring.",
+         st->journal_bytes},
+    };
+    for (size_t i = 0; i < sizeof node_gauges / sizeof node_gauges[0]; i++)
+        bad |= evbuffer_add_printf(out,
+                                   "# HELP %s %s\n# TYPE %s gauge\n"
+                                   "%s{node=\"%s\"} %" PRIu64 "\n",
+                                   node_gauges[i].name, node_gauges[i].help,
+                                   node_gauges[i].name, node_gauges[i].name,
+                                   node, node_gauges[i].v) < 0;
     static const struct {
         const char *name, *help;
     } seg_gauges[] = {

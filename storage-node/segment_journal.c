@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -18,6 +17,7 @@
 
 #include "crc32c.h"
 #include "hx_err.h"
+#include "segment_store_internal.h" /* why_set */
 
 #define ENTRY_MAGIC 0x48584a31u /* "HXJ1" */
 #define SUPER_MAGIC 0x48584a53u /* "HXJS" */
@@ -33,16 +33,6 @@ struct segment_journal {
     _Atomic uint64_t head, tail;
     uint64_t generation; /* of the superblock slot written last */
 };
-
-static void why_set(segment_store_why *why, const char *fmt, ...)
-{
-    if (why == NULL)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(why->msg, sizeof why->msg, fmt, ap);
-    va_end(ap);
-}
 
 static int errno_rc(int e)
 {

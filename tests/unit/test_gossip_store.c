@@ -11,7 +11,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +19,7 @@
 #include "gossip.h"
 #include "hx_err.h"
 #include "record.h"
+#include "rm_tree.h"
 #include "segment_store.h"
 #include "store_options.h"
 
@@ -34,15 +34,6 @@ typedef struct {
     char dir[2][64];
     segment_store *a, *b;
 } fixture;
-
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
 
 static int setup(void **state)
 {
@@ -69,7 +60,7 @@ static int teardown(void **state)
     segment_store_close(f->a);
     segment_store_close(f->b);
     for (int i = 0; i < 2; i++)
-        nftw(f->dir[i], rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+        hx_test_rm_tree(f->dir[i]);
     free(f);
     return 0;
 }

@@ -13,7 +13,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -27,9 +26,10 @@
 
 #include "hx_err.h"
 #include "record.h"
+#include "rm_tree.h"
 #include "segment_store.h"
-#include "store_options.h"
 #include "storage_background.h"
+#include "store_options.h"
 
 #define PAGE_SIZE 512u
 #define PG_PAGES 1000u
@@ -163,15 +163,6 @@ typedef struct {
     segment_store *s;
 } tstore;
 
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void ts_open(tstore *t, const char *id)
 {
     snprintf(t->dir, sizeof t->dir, "/tmp/hx_test_segbg_XXXXXX");
@@ -192,7 +183,7 @@ static void ts_reopen(tstore *t)
 static void ts_close(tstore *t)
 {
     segment_store_close(t->s);
-    nftw(t->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hx_test_rm_tree(t->dir);
 }
 
 static int get(segment_store *s, uint64_t page, uint64_t read_lsn,

@@ -16,7 +16,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -26,6 +25,7 @@
 #include <unistd.h>
 
 #include "hx_err.h"
+#include "rm_tree.h"
 #include "segment_journal.h"
 
 #define HDR SEGMENT_JOURNAL_HEADER_BYTES
@@ -73,15 +73,6 @@ typedef struct {
     size_t saved_len;
 } fixture;
 
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
     fixture *f = calloc(1, sizeof *f);
@@ -105,7 +96,7 @@ static int teardown(void **state)
     entries_clear(&f->want);
     entries_clear(&f->got);
     free(f->saved);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hx_test_rm_tree(f->dir);
     free(f);
     return 0;
 }

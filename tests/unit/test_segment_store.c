@@ -10,7 +10,6 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +21,7 @@
 #include "hx_err.h"
 #include "log.h"
 #include "record.h"
+#include "rm_tree.h"
 #include "segment_store.h"
 #include "store_options.h"
 
@@ -133,15 +133,6 @@ typedef struct {
     segment_store *s;
 } fixture;
 
-static int rm_cb(const char *path, const struct stat *sb, int flag,
-                 struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static void reopen(fixture *f)
 {
     segment_store_close(f->s);
@@ -173,7 +164,7 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     segment_store_close(f->s);
-    nftw(f->dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hx_test_rm_tree(f->dir);
     free(f);
     return 0;
 }
@@ -1116,7 +1107,7 @@ static void test_gossip_read_chain_ingest(void **state)
                      HX_ERR_NOT_FOUND);
 
     segment_store_close(b.s);
-    nftw(b.dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
+    hx_test_rm_tree(b.dir);
 }
 
 int main(void)
