@@ -89,6 +89,8 @@ static void checkpoint_maybe_start(segment_store *s)
         if (checkpoint(s, s->checkpoint_upto, &why) != HX_OK)
             HX_WARN("segment store %s: checkpoint failed (%s)", s->path,
                     why.msg);
+        else
+            s->counters.checkpoints++;
         return;
     }
     s->checkpoint_started = true;
@@ -109,8 +111,10 @@ int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
     }
     if (rc == HX_ERR_BUSY) {
         rc = checkpoint(s, segment_journal_head(s->journal), why);
-        if (rc == HX_OK)
+        if (rc == HX_OK) {
+            s->counters.checkpoints++;
             rc = segment_journal_append(s->journal, rep, len, why);
+        }
     }
     if (rc == HX_OK)
         checkpoint_maybe_start(s);

@@ -760,7 +760,10 @@ void segment_store_close(segment_store *s)
 }
 
 /* One synced write (or an injected failure): journal, then RocksDB
- * (invariant 8). */
+ * (invariant 8). Should RocksDB refuse the batch after its journal entry
+ * landed, the caller reports the failure and reloads memory, and the next
+ * open replays the entry: an unacknowledged write that survives, as any
+ * synced write may when a crash comes before its acknowledgement. */
 int store_write(segment_store *s, rocksdb_writebatch_t *wb,
                 const char *what, segment_store_why *why)
 {
