@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -604,9 +605,10 @@ static int crash_child(const char *dir)
  * store (RocksDB's memtables lost, no final checkpoint) loses no
  * acknowledged write. A child process appends 6000 records (over 2 MiB of
  * batches, so several checkpoints of the 2 MiB journal run, and its ring
- * wraps) and coalesces part of them, then _exits; the reopened store
- * holds every record and version: each page reads as the model says at
- * several read points, and the record count is whole. */
+ * wraps) and coalesces part of them, then _exits; the store, reopened
+ * with a journal of another size (so the old one is replayed, then
+ * replaced), holds every record and version: each page reads as the model
+ * says at several read points, and the record count is whole. */
 static void test_journal_replays_after_a_crash(void **state)
 {
     (void)state;
@@ -626,8 +628,15 @@ static void test_journal_replays_after_a_crash(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
     make_crash_records();
     segment_store_why why = {0};
-    assert_int_equal(segment_store_open(t.dir, "s1", &hx_test_store_options,
-                                        &t.s, &why), HX_OK);
+    segment_store_options bigger = hx_test_store_options;
+    bigger.journal_bytes += 1u << 20;
+    assert_int_equal(segment_store_open(t.dir, "s1", &bigger, &t.s, &why),
+                     HX_OK);
+    char journal[128];
+    struct stat st;
+    snprintf(journal, sizeof journal, "%s/journal", t.dir);
+    assert_int_equal(stat(journal, &st), 0);
+    assert_int_equal(st.st_size, bigger.journal_bytes);
     assert_int_equal(records_of(t.s), 6000);
     check_reads(t.s, 50, 1, 6000, 1499);
     ts_close(&t);
