@@ -31,8 +31,8 @@
  *
  * Invariants:
  *  1. An append is acknowledged (its result reported by
- *     segment_store_flush()) only after the synced RocksDB write that holds
- *     its records returned.
+ *     segment_store_flush()) only after the synced write (journal, then
+ *     RocksDB: invariant 8) that holds its records returned.
  *  2. The in-memory state never runs ahead of disk where anyone can see
  *     it: a batch is applied to memory and written by the same
  *     segment_store_flush() call, with nothing else running in between; if

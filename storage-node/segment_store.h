@@ -3,7 +3,8 @@
  *
  * Writes are group-committed: segment_store_stage_append() only copies a
  * request, segment_store_flush() applies every staged append in arrival
- * order and persists them with ONE synced RocksDB write, then reports each
+ * order and persists them with ONE synced write (the node's journal, then
+ * RocksDB; segment_store.c invariant 8), then reports each
  * append's result through a callback. A result (and so an ack) exists only
  * after the synced write that holds its records returned.
  *

@@ -16,8 +16,8 @@
  * with event_active(): libevent appends it to the tail of the active queue
  * of its priority, behind every socket event the current iteration already
  * activated, and runs it in this same iteration. So every append read in
- * one iteration, from every connection, shares ONE synced RocksDB write,
- * and no append waits for a later iteration. (The alternative, a
+ * one iteration, from every connection, shares ONE synced write (one
+ * journal fdatasync), and no append waits for a later iteration. (The alternative, a
  * lower-priority event, starves while some socket is always readable; a
  * zero timer waits for the next iteration and drags that one's reads in
  * too.) The acks are sent from the flush, after the synced write returned:
