@@ -69,13 +69,17 @@ static void checkpoint_join(segment_store *s)
 }
 
 /* Starts a checkpoint on its own thread once a quarter of the ring is in
- * use, unless one runs. */
+ * use, unless one runs. After a failed one (a full disk: the tail did not
+ * move) the next waits for another sixteenth of the ring to be written,
+ * so a failing flush is retried, and logged, now and then, not on every
+ * write. */
 static void checkpoint_maybe_start(segment_store *s)
 {
     segment_journal *j = s->journal;
+    uint64_t ring = segment_journal_ring_bytes(j);
     if (atomic_load(&s->checkpointing) ||
-        segment_journal_used(j) <
-            segment_journal_ring_bytes(j) / CHECKPOINT_AT_FRACTION)
+        segment_journal_used(j) < ring / CHECKPOINT_AT_FRACTION ||
+        segment_journal_head(j) - s->checkpoint_upto < ring / 16)
         return;
     checkpoint_join(s); /* the previous one, finished */
     s->checkpoint_upto = segment_journal_head(j);
