@@ -110,8 +110,15 @@ static int parse_cluster(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             if (parse_u64(w[i].value, 0, UINT64_C(10) * 365 * 24 * 3600, &x) != 0)
                 return fail(err, len, line, "retention_s must be a number of seconds from 0 to 315360000");
             cfg->retention_s = x;
+        } else if (strcmp(w[i].key, "wire_compression") == 0) {
+            if (strcmp(w[i].value, "zstd") == 0)
+                cfg->wire_compression = true;
+            else if (strcmp(w[i].value, "off") == 0)
+                cfg->wire_compression = false;
+            else
+                return fail(err, len, line, "wire_compression must be zstd or off");
         } else {
-            return fail(err, len, line, "unknown cluster key '%s'; known: name volume page_size pg_pages lal commit_timeout_ms retention_s", w[i].key);
+            return fail(err, len, line, "unknown cluster key '%s'; known: name volume page_size pg_pages lal commit_timeout_ms retention_s wire_compression", w[i].key);
         }
     }
     return HX_OK;
@@ -228,6 +235,7 @@ int hx_cluster_parse(const char *text, hx_cluster_cfg *cfg, char *err,
     cfg->pg_pages = 0; /* unless given: HX_PG_BYTES_DEFAULT / page_size */
     cfg->lal = 1000000;
     cfg->commit_timeout_ms = 30000;
+    cfg->wire_compression = true;
     cfg->retention_s = 3600;
 
     int line_no = 0;

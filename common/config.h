@@ -2,7 +2,7 @@
  *
  *   # comment
  *   cluster  name=local volume=1 page_size=4096 pg_pages=2621440 lal=1000000
- *            commit_timeout_ms=30000 retention_s=3600
+ *            commit_timeout_ms=30000 retention_s=3600 wire_compression=zstd
  *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
  *            data=/var/lib/hexad/s1 journal_mib=64
  *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
@@ -14,6 +14,7 @@
 #ifndef HX_CONFIG_H
 #define HX_CONFIG_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -62,6 +63,8 @@ typedef struct {
     /* Storage keeps log records and page versions at least this long
      * (garbage collection; the backtrack window later). */
     uint64_t retention_s;
+    /* The writer compresses what it sends to storage (frame_zstd.h). */
+    bool wire_compression;
     size_t n_storage;
     hx_storage_cfg storage[HX_MAX_STORAGE_NODES];
     size_t n_compute;

@@ -14,6 +14,7 @@
 
 #include "arena.h"
 #include "frame.h"
+#include "frame_zstd.h"
 #include "hx_err.h"
 #include "log.h"
 
@@ -28,6 +29,12 @@ struct hx_conn {
     int depth;          /* callbacks of this conn on the stack */
     bool reads_paused;
     char peer[64];
+    hx_zstd_tx *ztx;    /* opts.compress: this end's stream */
+    hx_zstd_rx *zrx;    /* the peer's stream, from its first compressed frame */
+    hx_frame_sizes last; /* of the frame on_frame is given */
+    /* Set when the stream broke under a send: the close is deferred to the
+     * loop, because senders may hold their own locks (conn_event_cb). */
+    const char *broken;
     /* Frames read by the outermost read callback are unpacked here and
      * dropped together after on_frame (arena.h); a nested read (on_frame
      * -> write callback -> read) must not reset it under the outer frame,
@@ -39,6 +46,8 @@ static void conn_release_if_idle(hx_conn *c)
 {
     if (c->state == CONN_CLOSED && c->depth == 0) {
         bufferevent_free(c->bev);
+        hx_zstd_tx_free(c->ztx);
+        hx_zstd_rx_free(c->zrx);
         hx_arena_destroy(&c->arena);
         free(c);
     }
@@ -72,7 +81,8 @@ static void conn_read_cb(struct bufferevent *bev, void *arg)
     while (c->state == CONN_OPEN && !c->reads_paused) {
         Hexad__Envelope *env = NULL;
         ProtobufCAllocator *alloc = c->depth == 1 ? &c->arena.pb : NULL;
-        int rc = hx_frame_read(in, c->opts.frame_max_bytes, alloc, &env);
+        int rc = hx_frame_read_any(in, c->opts.frame_max_bytes, &c->zrx,
+                                   alloc, &env, &c->last);
         if (rc == 0)
             break;
         if (rc < 0) {
@@ -119,6 +129,8 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
         HX_DEBUG("connected to %s", c->peer);
         if (c->cbs.on_connected)
             c->cbs.on_connected(c, c->arg);
+    } else if (c->broken != NULL) {
+        conn_to_closed(c, HX_ERR_IO, c->broken);
     } else if (what & BEV_EVENT_EOF) {
         conn_to_closed(c, HX_ERR_CLOSED, "peer closed the connection");
     } else if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
@@ -149,6 +161,11 @@ static hx_conn *conn_new(struct bufferevent *bev, const char *peer,
         c->opts = *opts;
     if (c->opts.frame_max_bytes == 0)
         c->opts.frame_max_bytes = HX_FRAME_MAX_BYTES;
+    if (c->opts.compress && (c->ztx = hx_zstd_tx_new()) == NULL) {
+        hx_arena_destroy(&c->arena);
+        free(c);
+        return NULL;
+    }
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
     /* The write callback fires when the output drains to zero; it resumes
@@ -223,22 +240,41 @@ static void conn_after_queue(hx_conn *c, struct evbuffer *out)
     }
 }
 
+/* A compressed send that failed inside zstd leaves a stream the peer
+ * cannot follow: nothing more is sent, and the connection closes from the
+ * loop (frame_zstd.h invariant 1: the next connection starts afresh). */
+static int conn_sent(hx_conn *c, struct evbuffer *out, int rc)
+{
+    if (rc == HX_ERR_IO && c->broken == NULL) {
+        c->broken = "compression failed";
+        bufferevent_trigger_event(c->bev, BEV_EVENT_ERROR,
+                                  BEV_TRIG_DEFER_CALLBACKS);
+    }
+    if (rc == HX_OK)
+        conn_after_queue(c, out);
+    return rc;
+}
+
 int hx_conn_send(hx_conn *c, const Hexad__Envelope *env)
 {
-    if (c->state == CONN_CLOSED)
+    if (c->state == CONN_CLOSED || c->broken != NULL)
         return HX_ERR_CLOSED;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    int rc = hx_frame_write(out, env, c->opts.frame_max_bytes);
-    if (rc != HX_OK)
-        return rc;
-    conn_after_queue(c, out);
-    return HX_OK;
+    if (c->ztx != NULL)
+        return conn_sent(c, out, hx_zstd_tx_envelope(
+                                     c->ztx, out, env, c->opts.frame_max_bytes));
+    return conn_sent(c, out, hx_frame_write(out, env, c->opts.frame_max_bytes));
 }
 
 int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len)
 {
-    if (c->state == CONN_CLOSED)
+    if (c->state == CONN_CLOSED || c->broken != NULL)
         return HX_ERR_CLOSED;
+    if (c->ztx != NULL)
+        return conn_sent(c, bufferevent_get_output(c->bev),
+                         hx_zstd_tx_packed(c->ztx,
+                                           bufferevent_get_output(c->bev),
+                                           body, len, c->opts.frame_max_bytes));
     if (len > c->opts.frame_max_bytes || len > UINT32_MAX)
         return HX_ERR_TOO_BIG;
     uint8_t hdr[HX_FRAME_HEADER_BYTES] = {
@@ -250,6 +286,11 @@ int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len)
         return HX_ERR_NOMEM;
     conn_after_queue(c, out);
     return HX_OK;
+}
+
+hx_frame_sizes hx_conn_frame_sizes(const hx_conn *c)
+{
+    return c->last;
 }
 
 size_t hx_conn_pending_bytes(const hx_conn *c)

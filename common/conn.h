@@ -10,12 +10,14 @@
 #ifndef HX_CONN_H
 #define HX_CONN_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <event2/event.h>
 #include <event2/util.h>
 
+#include "frame_zstd.h"
 #include "hexad.pb-c.h"
 
 typedef struct hx_conn hx_conn;
@@ -36,6 +38,9 @@ typedef struct {
      * server sets it so a client that does not read its replies cannot make
      * it buffer without bound. */
     size_t pause_reads_over_bytes;
+    /* Send compressed frames (frame_zstd.h). Compressed frames are always
+     * accepted, whatever this says. */
+    bool compress;
 } hx_conn_opts;
 
 /* Wraps an accepted socket (owned from now on). NULL on failure (fd closed). */
@@ -55,6 +60,9 @@ int hx_conn_send(hx_conn *c, const Hexad__Envelope *env);
 
 /* Queues an envelope already packed (body bytes, no header). */
 int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len);
+
+/* Inside on_frame: the frame's size on the wire and decoded. */
+hx_frame_sizes hx_conn_frame_sizes(const hx_conn *c);
 
 /* Bytes queued and not yet written to the socket. */
 size_t hx_conn_pending_bytes(const hx_conn *c);

@@ -94,6 +94,8 @@ static void status_json(const hx_volume_status *st)
                ",\"checkpoints\":%" PRIu64
                ",\"journal_used_bytes\":%" PRIu64
                ",\"journal_bytes\":%" PRIu64
+               ",\"wire_bytes_received\":%" PRIu64
+               ",\"frame_bytes_received\":%" PRIu64
                ",\"coalesce_lag\":%" PRIu64 "}",
                i ? "," : "", n->id, n->az, n->addr,
                n->reachable ? "true" : "false", n->volume_epoch,
@@ -104,7 +106,8 @@ static void status_json(const hx_volume_status *st)
                n->gc_page_versions_removed, n->gc_bytes_removed,
                n->gc_compactions, n->scrub_passes, n->checksum_failures,
                n->repairs, n->checkpoints, n->journal_used_bytes,
-               n->journal_bytes, n->coalesce_lag);
+               n->journal_bytes, n->wire_bytes_received,
+               n->frame_bytes_received, n->coalesce_lag);
     }
     printf("],\"pgs\":[");
     for (size_t p = 0; p < st->n_pgs; p++) {

@@ -637,8 +637,9 @@ static void retry_cb(evutil_socket_t fd, short what, void *arg)
     if (n->conn != NULL)
         return;
     /* hx_conn_connect may call conn_close synchronously: no lock held. */
+    hx_conn_opts opts = {.compress = n->v->cluster.wire_compression};
     hx_conn *c = hx_conn_connect(n->v->base, n->cfg->host, n->cfg->port,
-                                 n->cfg->id, NULL, &vc_conn_cbs, n);
+                                 n->cfg->id, &opts, &vc_conn_cbs, n);
     pthread_mutex_lock(&n->v->mu);
     n->conn = c;
     if (c == NULL && !n->v->stopping)

@@ -124,6 +124,7 @@ typedef struct {
         uint64_t volume_epoch;  /* the node's epoch of the volume */
         /* Counters since the node started (NodeStatus, proto/README.md). */
         uint64_t records_received, bytes_received, batches_synced;
+        uint64_t wire_bytes_received, frame_bytes_received;
         uint64_t gossip_pulls, gossip_records, gossip_truncations;
         uint64_t gossip_epochs, gossip_segments;
         uint64_t coalesce_passes, page_versions_written;

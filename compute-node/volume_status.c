@@ -33,6 +33,8 @@ static void ask_node_status(hx_volume *v, int timeout_ms,
             st->nodes[i].records_received = ns->records_received;
             st->nodes[i].bytes_received = ns->bytes_received;
             st->nodes[i].batches_synced = ns->batches_synced;
+            st->nodes[i].wire_bytes_received = ns->wire_bytes_received;
+            st->nodes[i].frame_bytes_received = ns->frame_bytes_received;
             st->nodes[i].gossip_pulls = ns->gossip_pulls;
             st->nodes[i].gossip_records = ns->gossip_records;
             st->nodes[i].gossip_truncations = ns->gossip_truncations;

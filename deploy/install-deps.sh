@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
     build-essential meson ninja-build pkg-config
     libevent-dev libprotobuf-c-dev protobuf-c-compiler
-    librocksdb-dev libsodium-dev libcmocka-dev
+    librocksdb-dev libsodium-dev libzstd-dev libcmocka-dev
     libsqlite3-dev sqlite3 libpq-dev postgresql-client
     jq python3 procps iproute2 curl
     postgresql   # only for pgbench: Debian 12 ships it with the server

@@ -140,6 +140,9 @@ struct storage_server {
     uint64_t next_list_ms;
     /* Adopted from peers (the store counts pulls and records). */
     uint64_t gossip_truncations, gossip_epochs, gossip_segments;
+    /* Frames received on the listening port: bytes as they arrived, and
+     * their envelopes decoded (the two differ by compression). */
+    uint64_t wire_bytes_received, frame_bytes_received;
     storage_bg *bg;         /* coalescing, GC, scrub, repair */
     bool closing;
 };
@@ -498,6 +501,8 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->gossip_truncations = srv->gossip_truncations;
     st->gossip_epochs = srv->gossip_epochs;
     st->gossip_segments = srv->gossip_segments;
+    st->wire_bytes_received = srv->wire_bytes_received;
+    st->frame_bytes_received = srv->frame_bytes_received;
     *out = st;
     return HX_OK;
 }
@@ -982,8 +987,10 @@ static void gossip_cb(evutil_socket_t fd, short what, void *arg)
 
 static void on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
 {
-    (void)c;
     srv_conn *sc = arg;
+    hx_frame_sizes sz = hx_conn_frame_sizes(c);
+    sc->srv->wire_bytes_received += sz.wire;
+    sc->srv->frame_bytes_received += sz.body;
     switch (env->body_case) {
     case HEXAD__ENVELOPE__BODY_APPEND:
         handle_append(sc, env->req_id, env->append);

@@ -9,7 +9,9 @@
 #       protocol bytes on raw sockets while other sessions go on);
 #   (b) the writer restarted with password= on its cluster-file line: no
 #       password and a wrong one are refused, the right one works, and
-#       every check passes again;
+#       every check passes again; the restarted writer also has
+#       wire_compression=off, so its appends reach storage nodes that
+#       took compressed ones before as plain frames;
 #   (c) the writer is still alive and its log names the protocol errors.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -40,6 +42,8 @@ hx_compute_stop TERM
 PASSWORD="s3cret-$RANDOM"
 sed -i "s/^\(compute .*id=w1 .*\)$/\1 password=$PASSWORD/" "$HX_CONF"
 grep -q "password=$PASSWORD" "$HX_CONF" || hx_fail "(b) could not add password= to the compute line of $HX_CONF"
+sed -i "s/^\(cluster .*\)$/\1 wire_compression=off/" "$HX_CONF"
+grep -q "wire_compression=off" "$HX_CONF" || hx_fail "(b) could not add wire_compression=off to the cluster line of $HX_CONF"
 hx_compute_start
 run_client password "$PASSWORD"
 

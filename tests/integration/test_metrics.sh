@@ -11,8 +11,9 @@
 #   (c) after a load of N writes: the records received over all nodes are
 #       at least 4 N at once (each acknowledged write reached a write
 #       quorum of its PG) and 6 N soon (gossip brings the rest), the synced
-#       batches moved, and hexadctl status --json reports the same counters
-#       (and journal size) as /metrics.
+#       batches moved, the frames took fewer bytes on the wire than
+#       decoded (the writer compresses), and hexadctl status --json
+#       reports the same counters (and journal size) as /metrics.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -66,7 +67,8 @@ for name in records_received bytes_received batches_synced gossip_pulls \
             gossip_records gossip_truncations gossip_epochs gossip_segments \
             coalesce_passes page_versions_written gc_passes gc_records_removed \
             gc_page_versions_removed gc_bytes_removed gc_compactions checkpoints \
-            scrub_passes checksum_failures repairs; do
+            scrub_passes checksum_failures repairs wire_bytes_received \
+            frame_bytes_received; do
     grep -q "^# TYPE hexad_${name}_total counter$" <<<"$body" ||
         hx_fail "/metrics lacks the TYPE line of hexad_${name}_total"
     grep -q "^hexad_${name}_total{node=\"s1\"} [0-9][0-9]*$" <<<"$body" ||
@@ -129,7 +131,14 @@ json=$(hx_ctl --volume "$VOL" status --json) || hx_fail "hexadctl status --json 
     hx_fail "hexadctl status --json and /metrics disagree on s1's journal_bytes"
 jq -e '.nodes[] | select(.id == "s1") | (.checkpoints | type) == "number" and (.journal_used_bytes | type) == "number"' \
     <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's checkpoints or journal_used_bytes"
-hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches; status --json agrees"
+# The writer compresses its appends (wire_compression=zstd by default):
+# the frames took fewer bytes on the wire than they decode to.
+wire=$(sum_metric hexad_wire_bytes_received_total)
+frame=$(sum_metric hexad_frame_bytes_received_total)
+[ "$wire" -lt "$frame" ] || hx_fail "frames took $wire bytes on the wire for $frame decoded: not compressed"
+jq -e '.nodes[] | select(.id == "s1") | .wire_bytes_received > 0 and .frame_bytes_received > 0' \
+    <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's wire_bytes_received or frame_bytes_received"
+hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches, $frame frame bytes in $wire on the wire; status --json agrees"
 
 # (c2) Idle, coalescing reaches the point it may (the SCL, or the
 # writer's min read point): status --json reports no lag on any node, and

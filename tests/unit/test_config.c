@@ -68,12 +68,33 @@ static void test_journal_mib(void **state)
     assert_non_null(strstr(err, "journal_mib"));
 }
 
+/* wire_compression: zstd by default, off when the cluster line says so,
+ * an error naming the values otherwise. */
+static void test_wire_compression(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
+    assert_true(cfg.wire_compression);
+    assert_int_equal(hx_cluster_parse("cluster wire_compression=off\n" NODES,
+                                      &cfg, err, sizeof err), HX_OK);
+    assert_false(cfg.wire_compression);
+    assert_int_equal(hx_cluster_parse("cluster wire_compression=zstd\n" NODES,
+                                      &cfg, err, sizeof err), HX_OK);
+    assert_true(cfg.wire_compression);
+    assert_int_equal(hx_cluster_parse("cluster wire_compression=lz4\n" NODES,
+                                      &cfg, err, sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "line 1"));
+    assert_non_null(strstr(err, "zstd or off"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_pg_pages_default_is_10_gib),
         cmocka_unit_test(test_cache_mib),
         cmocka_unit_test(test_journal_mib),
+        cmocka_unit_test(test_wire_compression),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

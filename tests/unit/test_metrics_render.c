@@ -52,6 +52,8 @@ static void test_counters(void **state)
     st.journal_used_bytes = 1048576;
     st.journal_bytes = 67108864;
     st.repairs = 2;
+    st.wire_bytes_received = 400;
+    st.frame_bytes_received = 900;
     st.gossip_truncations = 3;
     st.uptime_ms = 61234;
     st.volume_epoch = 4;
@@ -67,6 +69,9 @@ static void test_counters(void **state)
     assert_true(has_line(t, "# TYPE hexad_journal_bytes gauge"));
     assert_true(has_line(t, "hexad_journal_bytes{node=\"s1\"} 67108864"));
     assert_true(has_line(t, "hexad_repairs_total{node=\"s1\"} 2"));
+    assert_true(has_line(t, "# TYPE hexad_wire_bytes_received_total counter"));
+    assert_true(has_line(t, "hexad_wire_bytes_received_total{node=\"s1\"} 400"));
+    assert_true(has_line(t, "hexad_frame_bytes_received_total{node=\"s1\"} 900"));
     assert_true(has_line(t, "hexad_gossip_truncations_total{node=\"s1\"} 3"));
     assert_true(has_line(t, "hexad_checksum_failures_total{node=\"s1\"} 0"));
     assert_true(has_line(t, "hexad_uptime_seconds{node=\"s1\"} 61.234"));
