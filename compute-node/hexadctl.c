@@ -296,7 +296,7 @@ static int cmd_load(const hx_cluster_cfg *cfg, int argc, char **argv)
             hx_patch patch = {.offset = off, .len = HX_LOAD_SLOT_BYTES, .data = bytes};
             hx_page_write w = {.page_no = page, .is_image = 0, .n_patches = 1, .patches = &patch};
             uint64_t lsn;
-            rc = hx_volume_write_mtr(v, &w, 1, &lsn);
+            rc = hx_volume_write_mtr(v, &w, 1, 0, &lsn);
             if (rc != HX_OK)
                 break;
             fifo_i[(head + len) % window] = next;

@@ -244,6 +244,10 @@ typedef struct {
      * broadcast woke ~30 threads per transaction to find the lock taken
      * again (vfs_busy_wait). */
     pthread_cond_t writer_free; /* CLOCK_MONOTONIC */
+    /* Connections asleep on writer_free: each will commit soon after it
+     * gets the lock, so a commit made while some wait says so to the
+     * store (HX_MTR_MORE_COMING). */
+    unsigned writer_waiters;
     /* committed-page cache */
     page_map cache;
     vfs_page lru;       /* sentinel */
@@ -599,7 +603,10 @@ static int vfs_commit(vfs_file *f)
         writes[i].patches = patches + first_patch[i];
 
     uint64_t lsn = 0;
-    int hrc = v->store.write_mtr(v->store.ctx, writes, n_writes, &lsn);
+    pthread_mutex_lock(&v->mu);
+    unsigned flags = v->writer_waiters > 0 ? HX_MTR_MORE_COMING : 0;
+    pthread_mutex_unlock(&v->mu);
+    int hrc = v->store.write_mtr(v->store.ctx, writes, n_writes, flags, &lsn);
     if (hrc) {
         vfs_log(SQLITE_IOERR_WRITE, "commit of %llu pages: %s",
                 (unsigned long long)n_writes,
@@ -630,6 +637,7 @@ static int vfs_commit(vfs_file *f)
     }
     v->commit_gen++;
     v->stats.mtrs++;
+    v->stats.mtrs_more_coming += (flags & HX_MTR_MORE_COMING) != 0;
     if (lsn > v->last_commit_lsn)
         v->last_commit_lsn = lsn;
     f->last_commit_lsn = lsn;
@@ -969,9 +977,11 @@ static int vfs_busy_wait(void *arg, int count)
     struct timespec until = {.tv_sec = (time_t)(wake / 1000),
                              .tv_nsec = (long)(wake % 1000) * 1000000L};
     if (f->busy_for_writer) {
+        v->writer_waiters++;
         while (v->writer != NULL &&
                pthread_cond_timedwait(&v->writer_free, &v->mu, &until) == 0) {
         }
+        v->writer_waiters--;
     } else {
         while (v->unlock_gen == f->busy_gen &&
                pthread_cond_timedwait(&v->unlocked, &v->mu, &until) == 0) {
@@ -1507,6 +1517,7 @@ int hx_vfs_get_stats(const char *name, hx_vfs_stats *out)
     pthread_mutex_lock(&v->mu);
     *out = v->stats;
     out->cache_pages = v->cache.count;
+    out->writer_waiters = v->writer_waiters;
     out->last_commit_lsn = v->last_commit_lsn;
     out->failed = v->failed;
     pthread_mutex_unlock(&v->mu);

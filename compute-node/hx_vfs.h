@@ -80,6 +80,7 @@ int hx_vfs_set_cache_pages(const char *name, size_t pages);
 
 typedef struct {
     uint64_t mtrs;            /* MTRs shipped (one per committed write tx) */
+    uint64_t mtrs_more_coming; /* of which shipped with HX_MTR_MORE_COMING */
     uint64_t records;         /* redo records shipped */
     uint64_t image_records;   /* of which whole images */
     uint64_t patch_bytes;     /* payload bytes shipped */
@@ -91,6 +92,7 @@ typedef struct {
     uint64_t cache_misses;    /* each one a store read_page */
     uint64_t evictions;
     size_t cache_pages;       /* images cached now */
+    unsigned writer_waiters;  /* connections waiting for the writer lock now */
     uint64_t last_commit_lsn; /* newest commit of this VFS */
     int failed;               /* sticky hx_err after a failed write_mtr */
 } hx_vfs_stats;

@@ -54,9 +54,9 @@ static int ext_commit_timeout_ms;
 
 /* Writer mode: a commit returns once durable (synchronous commit). */
 static int ext_write_mtr(void *ctx, const hx_page_write *w, size_t n,
-                         uint64_t *commit_lsn)
+                         unsigned flags, uint64_t *commit_lsn)
 {
-    int rc = hx_volume_write_mtr(ctx, w, n, commit_lsn);
+    int rc = hx_volume_write_mtr(ctx, w, n, flags, commit_lsn);
     if (rc == HX_OK)
         rc = hx_volume_wait_durable(ctx, *commit_lsn, ext_commit_timeout_ms);
     if (rc != HX_OK)

@@ -134,7 +134,7 @@ static int mem_read_page(void *ctx, uint64_t page_no, uint64_t read_lsn,
 }
 
 static int mem_write_mtr(void *ctx, const hx_page_write *w, size_t n,
-                         uint64_t *commit_lsn)
+                         unsigned flags, uint64_t *commit_lsn)
 {
     hx_mem_page_store *s = ctx;
     int rc = HX_OK;
@@ -224,6 +224,7 @@ static int mem_write_mtr(void *ctx, const hx_page_write *w, size_t n,
         r->page_no = w[i].page_no;
         r->is_image = w[i].is_image;
         r->is_cpl = i + 1 == n;
+        r->mtr_flags = flags;
         r->n_patches = w[i].n_patches;
         r->payload_bytes = 0;
         for (size_t k = 0; k < w[i].n_patches; k++)

@@ -31,6 +31,7 @@ typedef struct {
     uint64_t page_no;
     int is_image;
     int is_cpl;           /* last record of its MTR */
+    unsigned mtr_flags;   /* the write_mtr flags of its MTR */
     size_t n_patches;
     size_t payload_bytes; /* sum of patch lengths */
 } mem_page_record;

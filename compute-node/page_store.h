@@ -33,6 +33,11 @@ typedef struct {
     const hx_patch *patches;
 } hx_page_write;
 
+/* write_mtr flags. MORE_COMING: another session waits to commit, so the
+ * store may hold this MTR a moment to ship it with the next one (one
+ * append and one fsync per storage node for both). */
+#define HX_MTR_MORE_COMING 1u
+
 typedef struct hx_page_store {
     void *ctx;
     uint32_t page_size;
@@ -53,7 +58,7 @@ typedef struct hx_page_store {
      * so a partial MTR never becomes visible). NULL in a read-only store
      * (snapshot_store.h). */
     int (*write_mtr)(void *ctx, const hx_page_write *w, size_t n,
-                     uint64_t *commit_lsn);
+                     unsigned flags, uint64_t *commit_lsn);
     /* Waits until VDL >= lsn. HX_ERR_TIMEOUT after timeout_ms (< 0: no
      * limit). */
     int (*wait_durable)(void *ctx, uint64_t lsn, int timeout_ms);

@@ -13,7 +13,16 @@
  *     loop ships everything queued since the last pass in one
  *     AppendRecords per (PG, member), with at most VC_INFLIGHT_MAX
  *     unacknowledged appends per (PG, member): while one append waits for
- *     its fsync the next one fills. No timer delays a send.
+ *     its fsync the next one fills. An MTR whose writer says another
+ *     session waits to commit (HX_MTR_MORE_COMING) is held instead
+ *     (`boxing`), at most VC_BOXCAR_US (box_ev), until an MTR comes that
+ *     nobody follows, or until the VC_BOXCAR_MTRS-th; then all of them
+ *     ship together. Each held MTR saves every member of its PG one append
+ *     and one fsync; a lone session is never held. Only new records are
+ *     held: truncations and polls go out as before. Measured (tpcb-like,
+ *     8 clients): storage CPU per transaction -29%, tps +20%; holding up
+ *     to 16 saved more CPU but cost 8-client tps, as every commit then
+ *     waited the full VC_BOXCAR_US (bench/RESULTS.md "Boxcar").
  *  4. VDL only comes from the acks through common/quorum.c; a commit
  *     waiter is released only when VDL >= its LSN (4 of 6 copies).
  *  5. A STALE_EPOCH reply (to an append, a truncation or a read) means a
@@ -90,6 +99,8 @@
 #define VC_QUIET_LSNS 16384u          /* design note 7 */
 #define VC_QUIET_CHECK_LSNS 4096u     /* how often PGs are looked at */
 #define VC_POLL_MS 50                 /* design note 8 */
+#define VC_BOXCAR_US 1000             /* design note 3 */
+#define VC_BOXCAR_MTRS 3              /* held together at most */
 
 int64_t vc_now_ms(void)
 {
@@ -355,6 +366,8 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
             hi = mid;
     }
     size_t n_recs = 0, bytes = 0;
+    if (lo < p->count && v->boxing)
+        return; /* held (note 3) */
     if (lo == p->count) {
         /* Nothing new: an empty append asks for the SCL (note 8). */
         if (m->inflight > 0 || !poll ||
@@ -435,6 +448,20 @@ static void kick_cb(evutil_socket_t fd, short what, void *arg)
     }
     vc_calls_pump(v);
     pump(v, false);
+    pthread_mutex_unlock(&v->mu);
+}
+
+/* The boxcar's time is up (design note 3). */
+static void box_cb(evutil_socket_t fd, short what, void *arg)
+{
+    hx_volume *v = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&v->mu);
+    v->boxing = false;
+    v->boxed_mtrs = 0;
+    if (!v->stopping)
+        pump(v, false);
     pthread_mutex_unlock(&v->mu);
 }
 
@@ -677,6 +704,8 @@ static void volume_free(hx_volume *v)
         event_free(v->kick_ev);
     if (v->poll_ev)
         event_free(v->poll_ev);
+    if (v->box_ev)
+        event_free(v->box_ev);
     if (v->base)
         event_base_free(v->base);
     hx_lsn_tracker_destroy(v->lsn);
@@ -710,7 +739,8 @@ int hx_volume_open(const hx_volume_opts *o, hx_volume **out)
         goto fail;
     v->kick_ev = event_new(v->base, -1, 0, kick_cb, v);
     v->poll_ev = event_new(v->base, -1, EV_PERSIST, poll_cb, v);
-    if (v->kick_ev == NULL || v->poll_ev == NULL)
+    v->box_ev = evtimer_new(v->base, box_cb, v);
+    if (v->kick_ev == NULL || v->poll_ev == NULL || v->box_ev == NULL)
         goto fail;
     struct timeval poll_tv = {0, VC_POLL_MS * 1000};
     event_add(v->poll_ev, &poll_tv);
@@ -850,7 +880,7 @@ static int heartbeat_quiet_pgs(hx_volume *v)
 }
 
 int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
-                        uint64_t *commit_lsn)
+                        unsigned flags, uint64_t *commit_lsn)
 {
     if (n == 0)
         return HX_ERR_INVALID;
@@ -865,6 +895,7 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
                     v->cluster.page_size - w[i].patches[k].offset)
                 return HX_ERR_INVALID;
     int64_t deadline = vc_now_ms() + v->cluster.commit_timeout_ms;
+    bool hold = false, arm = false;
     pthread_mutex_lock(&v->mu);
     int rc = HX_OK;
     /* Back-pressure (LAL) for the whole MTR at once: see DESIGN 1. */
@@ -907,10 +938,19 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
         *commit_lsn = lsn;
     }
     rc = heartbeat_quiet_pgs(v);
+    /* Design note 3: hold, or ship everything held with this one. */
+    hold = (flags & HX_MTR_MORE_COMING) && v->boxed_mtrs + 1 < VC_BOXCAR_MTRS;
+    arm = hold && !v->boxing;
+    v->boxing = hold;
+    v->boxed_mtrs = hold ? v->boxed_mtrs + 1 : 0;
 out:
     pthread_mutex_unlock(&v->mu);
-    if (rc == HX_OK)
+    if (rc == HX_OK && arm) {
+        struct timeval tv = {0, VC_BOXCAR_US};
+        evtimer_add(v->box_ev, &tv);
+    } else if (rc == HX_OK && !hold) {
         vc_kick(v);
+    }
     return rc;
 }
 
@@ -1071,9 +1111,9 @@ static int ps_read_page(void *ctx, uint64_t page_no, uint64_t read_lsn,
 }
 
 static int ps_write_mtr(void *ctx, const hx_page_write *w, size_t n,
-                        uint64_t *commit_lsn)
+                        unsigned flags, uint64_t *commit_lsn)
 {
-    return hx_volume_write_mtr(ctx, w, n, commit_lsn);
+    return hx_volume_write_mtr(ctx, w, n, flags, commit_lsn);
 }
 
 static int ps_wait_durable(void *ctx, uint64_t lsn, int timeout_ms)

@@ -60,9 +60,11 @@ bool hx_volume_fenced(hx_volume *v, uint64_t *newer_epoch);
 /* Allocates contiguous LSNs for the MTR (the last record is its CPL),
  * queues the records to the six segments of their PGs and returns the
  * commit LSN without waiting for acks. Blocks only on LAL back-pressure
- * (up to the commit timeout). HX_ERR_FENCED once a newer writer exists. */
+ * (up to the commit timeout). HX_ERR_FENCED once a newer writer exists.
+ * flags: HX_MTR_MORE_COMING (page_store.h) lets the client hold the MTR
+ * up to about a millisecond, to ship it with the next one. */
 int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
-                        uint64_t *commit_lsn);
+                        unsigned flags, uint64_t *commit_lsn);
 
 /* Waits until VDL >= lsn. HX_ERR_TIMEOUT past timeout_ms (< 0: forever),
  * HX_ERR_FENCED. */

@@ -104,6 +104,11 @@ struct hx_volume {
     struct event_base *base;
     struct event *kick_ev;
     struct event *poll_ev; /* VC_POLL_MS: SCLs that rose by gossip */
+    /* The boxcar (volume_client.c design note 3): records queued since
+     * `boxing` was set wait for box_ev or an MTR that ships at once. */
+    struct event *box_ev;
+    bool boxing;
+    unsigned boxed_mtrs;
     bool stopping;
 
     vc_node nodes[HX_MAX_STORAGE_NODES];

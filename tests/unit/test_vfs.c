@@ -731,6 +731,82 @@ static void test_many_writers_wake_one(void **state)
     sqlite3_close(db);
 }
 
+/* HX_MTR_MORE_COMING (page_store.h): a commit made while another
+ * connection waits for the writer lock says so to the store, so the
+ * volume client may boxcar it with the next; a commit nobody waits behind
+ * does not, so a lone session is never held. */
+typedef struct {
+    const char *vfs;
+    int rc;
+} one_update_arg;
+
+static void *one_update_main(void *p)
+{
+    one_update_arg *a = p;
+    sqlite3 *db = NULL;
+    a->rc = SQLITE_CANTOPEN;
+    if (hx_vfs_open_db(a->vfs, &db) != HX_OK)
+        return NULL;
+    a->rc = sqlite3_exec(db, "UPDATE acct SET bal = bal + 1 WHERE id = 1; "
+                             "UPDATE acct SET bal = bal - 1 WHERE id = 2",
+                         NULL, NULL, NULL);
+    sqlite3_close(db);
+    return NULL;
+}
+
+static unsigned last_mtr_flags(hx_mem_page_store *ms)
+{
+    mem_page_record r;
+    size_t n = mem_page_store_record_count(ms);
+    assert_true(n > 0);
+    assert_int_equal(mem_page_store_record_at(ms, n - 1, &r), HX_OK);
+    assert_true(r.is_cpl);
+    return r.mtr_flags;
+}
+
+static void test_commit_says_more_are_coming(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    create_accounts(db);
+    exec_ok(db, "BEGIN; UPDATE acct SET bal = bal - 1 WHERE id = 3; "
+                "UPDATE acct SET bal = bal + 1 WHERE id = 4; COMMIT");
+    assert_int_equal(last_mtr_flags(f->ms), 0);
+    assert_int_equal(stats_of(f->name).mtrs_more_coming, 0);
+
+    exec_ok(db, "BEGIN IMMEDIATE");
+    exec_ok(db, "UPDATE acct SET bal = bal - 5 WHERE id = 0");
+    one_update_arg a = {f->name, -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, one_update_main, &a), 0);
+    /* Wait (bounded) until the other connection sleeps on the lock. */
+    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
+        usleep(1000);
+    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+    exec_ok(db, "UPDATE acct SET bal = bal + 5 WHERE id = 9; COMMIT");
+    size_t mine = mem_page_store_mtr_count(f->ms);
+    pthread_join(th, NULL);
+    assert_int_equal(a.rc, SQLITE_OK);
+
+    /* Ours was followed; the other two (autocommit), made alone, were not. */
+    mem_page_record r;
+    size_t n = mem_page_store_record_count(f->ms);
+    size_t seen = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(mem_page_store_record_at(f->ms, i, &r), HX_OK);
+        if (r.is_cpl && ++seen == mine)
+            assert_int_equal(r.mtr_flags, HX_MTR_MORE_COMING);
+    }
+    assert_int_equal(mem_page_store_mtr_count(f->ms), mine + 2);
+    assert_int_equal(last_mtr_flags(f->ms), 0);
+    hx_vfs_stats st = stats_of(f->name);
+    assert_int_equal(st.mtrs_more_coming, 1);
+    assert_int_equal(st.writer_waiters, 0);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1000);
+    assert_int_equal(query_int(db, "SELECT bal FROM acct WHERE id = 1"), 101);
+    sqlite3_close(db);
+}
+
 /* Locks: an open read transaction keeps the writer from committing; it
  * commits once the reader ends, and the reader then sees the change. */
 static void test_reader_blocks_commit(void **state)
@@ -959,6 +1035,7 @@ int main(void)
         T(test_undurable_commit_lost_whole),
         T(test_many_writers_wake_one),
         T(test_writer_and_reader_threads),
+        T(test_commit_says_more_are_coming),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
                                         fx_setup_1k, fx_teardown),
