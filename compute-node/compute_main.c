@@ -319,9 +319,11 @@ out:
     hx_vfs_stats vs;
     if (vfs_registered && hx_vfs_get_stats(VFS_NAME, &vs) == HX_OK)
         HX_INFO("vfs: %" PRIu64 " commits (%" PRIu64 " redo records, %" PRIu64
-                " payload bytes), last commit LSN %" PRIu64 ", VDL %" PRIu64,
-                vs.mtrs, vs.records, vs.patch_bytes, vs.last_commit_lsn,
-                hx_volume_vdl(vol));
+                " payload bytes; %" PRIu64 " made while another session "
+                "waited to commit, so they could be boxcarred), last commit "
+                "LSN %" PRIu64 ", VDL %" PRIu64,
+                vs.mtrs, vs.records, vs.patch_bytes, vs.mtrs_more_coming,
+                vs.last_commit_lsn, hx_volume_vdl(vol));
     rc = vfs_registered ? hx_vfs_unregister(VFS_NAME) : HX_OK;
     if (rc != HX_OK)
         HX_WARN("unregistering the VFS: %s", hx_strerror(rc));
