@@ -270,17 +270,14 @@ int hx_conn_send_packed(hx_conn *c, const uint8_t *body, size_t len)
 {
     if (c->state == CONN_CLOSED || c->broken != NULL)
         return HX_ERR_CLOSED;
+    struct evbuffer *out = bufferevent_get_output(c->bev);
     if (c->ztx != NULL)
-        return conn_sent(c, bufferevent_get_output(c->bev),
-                         hx_zstd_tx_packed(c->ztx,
-                                           bufferevent_get_output(c->bev),
-                                           body, len, c->opts.frame_max_bytes));
+        return conn_sent(c, out, hx_zstd_tx_packed(c->ztx, out, body, len,
+                                                   c->opts.frame_max_bytes));
     if (len > c->opts.frame_max_bytes || len > UINT32_MAX)
         return HX_ERR_TOO_BIG;
-    uint8_t hdr[HX_FRAME_HEADER_BYTES] = {
-        (uint8_t)(len >> 24), (uint8_t)(len >> 16), (uint8_t)(len >> 8),
-        (uint8_t)len};
-    struct evbuffer *out = bufferevent_get_output(c->bev);
+    uint8_t hdr[HX_FRAME_HEADER_BYTES];
+    hx_put_be32(hdr, (uint32_t)len);
     if (evbuffer_add(out, hdr, sizeof hdr) != 0 ||
         evbuffer_add(out, body, len) != 0)
         return HX_ERR_NOMEM;

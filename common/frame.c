@@ -5,20 +5,6 @@
 
 #include "hx_err.h"
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 int hx_frame_encode(const Hexad__Envelope *env, size_t max_bytes,
                     uint8_t **out, size_t *out_len)
 {
@@ -28,7 +14,7 @@ int hx_frame_encode(const Hexad__Envelope *env, size_t max_bytes,
     uint8_t *buf = malloc(HX_FRAME_HEADER_BYTES + body);
     if (buf == NULL)
         return HX_ERR_NOMEM;
-    put_be32(buf, (uint32_t)body);
+    hx_put_be32(buf, (uint32_t)body);
     hexad__envelope__pack(env, buf + HX_FRAME_HEADER_BYTES);
     *out = buf;
     *out_len = HX_FRAME_HEADER_BYTES + body;
@@ -46,7 +32,7 @@ int hx_frame_write(struct evbuffer *out, const Hexad__Envelope *env,
     if (evbuffer_reserve_space(out, HX_FRAME_HEADER_BYTES + body, &v, 1) < 1)
         return HX_ERR_NOMEM;
     uint8_t *p = v.iov_base;
-    put_be32(p, (uint32_t)body);
+    hx_put_be32(p, (uint32_t)body);
     hexad__envelope__pack(env, p + HX_FRAME_HEADER_BYTES);
     v.iov_len = HX_FRAME_HEADER_BYTES + body;
     if (evbuffer_commit_space(out, &v, 1) != 0)
@@ -60,7 +46,7 @@ int hx_frame_decode(const uint8_t *buf, size_t len, size_t max_bytes,
 {
     if (len < HX_FRAME_HEADER_BYTES)
         return 0;
-    uint32_t body = get_be32(buf);
+    uint32_t body = hx_get_be32(buf);
     if (body > max_bytes)
         return HX_ERR_TOO_BIG;
     if (body == 0) {
@@ -80,7 +66,7 @@ int hx_frame_read(struct evbuffer *in, size_t max_bytes,
     uint8_t hdr[HX_FRAME_HEADER_BYTES];
     if (evbuffer_copyout(in, hdr, sizeof hdr) < (ev_ssize_t)sizeof hdr)
         return 0;
-    uint32_t body = get_be32(hdr);
+    uint32_t body = hx_get_be32(hdr);
     if (body > max_bytes)
         return HX_ERR_TOO_BIG;
     size_t total = HX_FRAME_HEADER_BYTES + (size_t)body;

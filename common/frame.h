@@ -18,6 +18,21 @@
 #define HX_FRAME_HEADER_BYTES 4
 #define HX_FRAME_MAX_BYTES (64u << 20)
 
+/* The header's byte order (and frame_zstd.h's). */
+static inline void hx_put_be32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)(v >> 24);
+    p[1] = (uint8_t)(v >> 16);
+    p[2] = (uint8_t)(v >> 8);
+    p[3] = (uint8_t)v;
+}
+
+static inline uint32_t hx_get_be32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+           (uint32_t)p[2] << 8 | (uint32_t)p[3];
+}
+
 /* Appends env as one frame. HX_ERR_TOO_BIG over max_bytes, HX_ERR_NOMEM. */
 int hx_frame_write(struct evbuffer *out, const Hexad__Envelope *env,
                    size_t max_bytes);

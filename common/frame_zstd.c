@@ -20,20 +20,6 @@ struct hx_zstd_rx {
     size_t body_cap;
 };
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-           (uint32_t)p[2] << 8 | (uint32_t)p[3];
-}
-
 /* Grows *buf to at least need bytes; keeps the contents. */
 static int reserve(uint8_t **buf, size_t *cap, size_t need)
 {
@@ -96,8 +82,8 @@ int hx_zstd_tx_packed(hx_zstd_tx *z, struct evbuffer *out,
     size_t left = ZSTD_compressStream2(z->cctx, &o, &in, ZSTD_e_flush);
     if (ZSTD_isError(left) || left != 0 || in.pos != len)
         return HX_ERR_IO;
-    put_be32(p, HX_FRAME_ZSTD_FLAG | (uint32_t)o.pos);
-    put_be32(p + 4, (uint32_t)len);
+    hx_put_be32(p, HX_FRAME_ZSTD_FLAG | (uint32_t)o.pos);
+    hx_put_be32(p + 4, (uint32_t)len);
     v.iov_len = HX_FRAME_ZSTD_HEADER_BYTES + o.pos;
     return evbuffer_commit_space(out, &v, 1) == 0 ? HX_OK : HX_ERR_NOMEM;
 }
@@ -165,7 +151,7 @@ int hx_frame_read_any(struct evbuffer *in, size_t max_bytes, hx_zstd_rx **rx,
     if (evbuffer_copyout(in, hdr, HX_FRAME_HEADER_BYTES) <
         (ev_ssize_t)HX_FRAME_HEADER_BYTES)
         return 0;
-    uint32_t word = get_be32(hdr);
+    uint32_t word = hx_get_be32(hdr);
     if (!(word & HX_FRAME_ZSTD_FLAG)) {
         sizes->body = word;
         sizes->wire = HX_FRAME_HEADER_BYTES + (size_t)word;
@@ -174,7 +160,7 @@ int hx_frame_read_any(struct evbuffer *in, size_t max_bytes, hx_zstd_rx **rx,
     if (evbuffer_copyout(in, hdr, sizeof hdr) < (ev_ssize_t)sizeof hdr)
         return 0;
     size_t chunk_len = word & ~HX_FRAME_ZSTD_FLAG;
-    size_t body_len = get_be32(hdr + 4);
+    size_t body_len = hx_get_be32(hdr + 4);
     if (body_len > max_bytes || chunk_len > ZSTD_compressBound(max_bytes))
         return HX_ERR_TOO_BIG;
     size_t total = HX_FRAME_ZSTD_HEADER_BYTES + chunk_len;

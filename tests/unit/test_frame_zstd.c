@@ -191,14 +191,6 @@ static int read_bytes(const uint8_t *bytes, size_t len, size_t max_bytes,
     return rc;
 }
 
-static void put_be32(uint8_t *p, uint32_t v)
-{
-    p[0] = (uint8_t)(v >> 24);
-    p[1] = (uint8_t)(v >> 16);
-    p[2] = (uint8_t)(v >> 8);
-    p[3] = (uint8_t)v;
-}
-
 /* Invariant 2: a chunk that decodes to another length than its header
  * says, or does not decode, is a protocol error (and the frame drained). */
 static void test_bad_chunk_is_protocol_error(void **state)
@@ -207,19 +199,18 @@ static void test_bad_chunk_is_protocol_error(void **state)
     size_t len, left;
     uint8_t *good = one_frame(5, &len);
     assert_int_equal(read_bytes(good, len, HX_FRAME_MAX_BYTES, &left), 1);
-    uint32_t body = (uint32_t)good[4] << 24 | (uint32_t)good[5] << 16 |
-                    (uint32_t)good[6] << 8 | good[7];
+    uint32_t body = hx_get_be32(good + 4);
     uint8_t *bad = malloc(len);
 
     for (int delta = -1; delta <= 1; delta += 2) {
         memcpy(bad, good, len);
-        put_be32(bad + 4, body + (uint32_t)delta);
+        hx_put_be32(bad + 4, body + (uint32_t)delta);
         assert_int_equal(read_bytes(bad, len, HX_FRAME_MAX_BYTES, &left),
                          HX_ERR_PROTOCOL);
         assert_int_equal(left, 0);
     }
     memcpy(bad, good, len);
-    put_be32(bad + 4, 0);
+    hx_put_be32(bad + 4, 0);
     assert_int_equal(read_bytes(bad, len, HX_FRAME_MAX_BYTES, &left),
                      HX_ERR_PROTOCOL);
 
@@ -244,8 +235,8 @@ static void test_oversize(void **state)
     assert_int_equal(read_bytes(f, HX_FRAME_ZSTD_HEADER_BYTES, 16, &left),
                      HX_ERR_TOO_BIG);
     uint8_t hdr[HX_FRAME_ZSTD_HEADER_BYTES];
-    put_be32(hdr, HX_FRAME_ZSTD_FLAG | 0x7fffffffu);
-    put_be32(hdr + 4, 100);
+    hx_put_be32(hdr, HX_FRAME_ZSTD_FLAG | 0x7fffffffu);
+    hx_put_be32(hdr + 4, 100);
     assert_int_equal(read_bytes(hdr, sizeof hdr, HX_FRAME_MAX_BYTES, &left),
                      HX_ERR_TOO_BIG);
 
@@ -290,8 +281,8 @@ static void test_window_over_limit_refused(void **state)
     ZSTD_outBuffer out = {frame + HX_FRAME_ZSTD_HEADER_BYTES,
                           cap - HX_FRAME_ZSTD_HEADER_BYTES, 0};
     assert_int_equal(ZSTD_compressStream2(cc, &out, &in, ZSTD_e_flush), 0);
-    put_be32(frame, HX_FRAME_ZSTD_FLAG | (uint32_t)out.pos);
-    put_be32(frame + 4, (uint32_t)body);
+    hx_put_be32(frame, HX_FRAME_ZSTD_FLAG | (uint32_t)out.pos);
+    hx_put_be32(frame + 4, (uint32_t)body);
     size_t left;
     assert_int_equal(read_bytes(frame, HX_FRAME_ZSTD_HEADER_BYTES + out.pos,
                                 HX_FRAME_MAX_BYTES, &left),
@@ -305,7 +296,7 @@ static void test_window_over_limit_refused(void **state)
     in.pos = 0;
     out.pos = 0;
     assert_int_equal(ZSTD_compressStream2(cc, &out, &in, ZSTD_e_flush), 0);
-    put_be32(frame, HX_FRAME_ZSTD_FLAG | (uint32_t)out.pos);
+    hx_put_be32(frame, HX_FRAME_ZSTD_FLAG | (uint32_t)out.pos);
     assert_int_equal(read_bytes(frame, HX_FRAME_ZSTD_HEADER_BYTES + out.pos,
                                 HX_FRAME_MAX_BYTES, &left), 1);
     ZSTD_freeCCtx(cc);
