@@ -15,7 +15,7 @@
  *     unacknowledged appends per (PG, member): while one append waits for
  *     its fsync the next one fills. An MTR whose writer says another
  *     session waits to commit (HX_MTR_MORE_COMING) is held instead
- *     (`boxing`), at most VC_BOXCAR_US (box_ev), until an MTR comes that
+ *     (boxcar.h), at most VC_BOXCAR_US (box_ev), until an MTR comes that
  *     nobody follows, or until the VC_BOXCAR_MTRS-th; then all of them
  *     ship together. Each held MTR saves every member of its PG one append
  *     and one fsync; a lone session is never held. Only new records are
@@ -366,7 +366,7 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
             hi = mid;
     }
     size_t n_recs = 0, bytes = 0;
-    if (lo < p->count && v->boxing)
+    if (lo < p->count && hx_boxcar_holding(&v->box))
         return; /* held (note 3) */
     if (lo == p->count) {
         /* Nothing new: an empty append asks for the SCL (note 8). */
@@ -458,8 +458,7 @@ static void box_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     pthread_mutex_lock(&v->mu);
-    v->boxing = false;
-    v->boxed_mtrs = 0;
+    hx_boxcar_timeout(&v->box);
     if (!v->stopping)
         pump(v, false);
     pthread_mutex_unlock(&v->mu);
@@ -895,7 +894,7 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
                     v->cluster.page_size - w[i].patches[k].offset)
                 return HX_ERR_INVALID;
     int64_t deadline = vc_now_ms() + v->cluster.commit_timeout_ms;
-    bool hold = false, arm = false;
+    hx_boxcar_action act = HX_BOXCAR_SHIP;
     pthread_mutex_lock(&v->mu);
     int rc = HX_OK;
     /* Back-pressure (LAL) for the whole MTR at once: see DESIGN 1. */
@@ -939,16 +938,14 @@ int hx_volume_write_mtr(hx_volume *v, const hx_page_write *w, size_t n,
     }
     rc = heartbeat_quiet_pgs(v);
     /* Design note 3: hold, or ship everything held with this one. */
-    hold = (flags & HX_MTR_MORE_COMING) && v->boxed_mtrs + 1 < VC_BOXCAR_MTRS;
-    arm = hold && !v->boxing;
-    v->boxing = hold;
-    v->boxed_mtrs = hold ? v->boxed_mtrs + 1 : 0;
+    act = hx_boxcar_commit(&v->box, flags & HX_MTR_MORE_COMING,
+                           VC_BOXCAR_MTRS);
 out:
     pthread_mutex_unlock(&v->mu);
-    if (rc == HX_OK && arm) {
+    if (rc == HX_OK && act == HX_BOXCAR_HOLD_ARM) {
         struct timeval tv = {0, VC_BOXCAR_US};
         evtimer_add(v->box_ev, &tv);
-    } else if (rc == HX_OK && !hold) {
+    } else if (rc == HX_OK && act == HX_BOXCAR_SHIP) {
         vc_kick(v);
     }
     return rc;

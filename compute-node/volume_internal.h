@@ -19,6 +19,7 @@
 #include "conn.h"
 #include "quorum.h"
 #include "recovery.h"
+#include "boxcar.h"
 #include "volume_client.h"
 
 /* A record shipped to the six segments of its PG, kept until all six
@@ -104,11 +105,10 @@ struct hx_volume {
     struct event_base *base;
     struct event *kick_ev;
     struct event *poll_ev; /* VC_POLL_MS: SCLs that rose by gossip */
-    /* The boxcar (volume_client.c design note 3): records queued since
-     * `boxing` was set wait for box_ev or an MTR that ships at once. */
+    /* The boxcar (volume_client.c design note 3): while it holds, new
+     * records wait for box_ev or an MTR that ships at once. */
     struct event *box_ev;
-    bool boxing;
-    unsigned boxed_mtrs;
+    hx_boxcar box;
     bool stopping;
 
     vc_node nodes[HX_MAX_STORAGE_NODES];
