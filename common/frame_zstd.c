@@ -69,6 +69,14 @@ int hx_zstd_tx_packed(hx_zstd_tx *z, struct evbuffer *out,
         return HX_ERR_INVALID; /* an empty envelope is no frame (frame.h) */
     if (len > max_bytes || len > HX_FRAME_MAX_BYTES)
         return HX_ERR_TOO_BIG;
+    if (len < HX_ZSTD_MIN_BYTES) {
+        uint8_t hdr[HX_FRAME_HEADER_BYTES];
+        hx_put_be32(hdr, (uint32_t)len);
+        return evbuffer_add(out, hdr, sizeof hdr) == 0 &&
+                       evbuffer_add(out, body, len) == 0
+                   ? HX_OK
+                   : HX_ERR_NOMEM;
+    }
     size_t bound = ZSTD_compressBound(len);
     struct evbuffer_iovec v;
     if (evbuffer_reserve_space(out, HX_FRAME_ZSTD_HEADER_BYTES + bound, &v,

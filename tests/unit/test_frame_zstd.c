@@ -17,7 +17,8 @@
 #include "frame_zstd.h"
 #include "hx_err.h"
 
-#define FILLER_BYTES 84
+/* Makes an append over HX_ZSTD_MIN_BYTES, so that it is compressed. */
+#define FILLER_BYTES 600
 
 /* An append of one record patching a row, as a tpcb-like update makes:
  * a few bytes that change (seq) among a filler that does not. */
@@ -118,6 +119,57 @@ static void test_round_trip_mixed_with_plain(void **state)
     }
     assert_int_equal(evbuffer_get_length(b), 0);
     assert_true(zstd_bytes * 2 < plain_bytes);
+    evbuffer_free(b);
+    hx_zstd_rx_free(rx);
+    hx_zstd_tx_free(tx);
+}
+
+/* An envelope under HX_ZSTD_MIN_BYTES goes plain, outside the stream: the
+ * frames around it still decode. */
+static void test_small_envelope_goes_plain(void **state)
+{
+    (void)state;
+    hx_zstd_tx *tx = hx_zstd_tx_new();
+    hx_zstd_rx *rx = NULL;
+    struct evbuffer *b = evbuffer_new();
+    append_msg m;
+    append_init(&m, 1);
+    assert_true(hexad__envelope__get_packed_size(&m.env) >= HX_ZSTD_MIN_BYTES);
+    Hexad__AppendAck ack = HEXAD__APPEND_ACK__INIT;
+    ack.scl = 77;
+    Hexad__Envelope small = HEXAD__ENVELOPE__INIT;
+    small.req_id = 99;
+    small.body_case = HEXAD__ENVELOPE__BODY_APPEND_ACK;
+    small.append_ack = &ack;
+    assert_int_equal(hx_zstd_tx_envelope(tx, b, &m.env, HX_FRAME_MAX_BYTES),
+                     HX_OK);
+    size_t before = evbuffer_get_length(b);
+    assert_int_equal(hx_zstd_tx_envelope(tx, b, &small, HX_FRAME_MAX_BYTES),
+                     HX_OK);
+    size_t small_len = hexad__envelope__get_packed_size(&small);
+    assert_int_equal(evbuffer_get_length(b) - before,
+                     HX_FRAME_HEADER_BYTES + small_len);
+    append_init(&m, 2);
+    assert_int_equal(hx_zstd_tx_envelope(tx, b, &m.env, HX_FRAME_MAX_BYTES),
+                     HX_OK);
+
+    Hexad__Envelope *env = NULL;
+    hx_frame_sizes sz;
+    assert_int_equal(hx_frame_read_any(b, HX_FRAME_MAX_BYTES, &rx, NULL, &env,
+                                       &sz), 1);
+    assert_append(env, 1);
+    assert_true(sz.wire < sz.body);
+    hexad__envelope__free_unpacked(env, NULL);
+    assert_int_equal(hx_frame_read_any(b, HX_FRAME_MAX_BYTES, &rx, NULL, &env,
+                                       &sz), 1);
+    assert_int_equal(env->req_id, 99);
+    assert_int_equal(env->append_ack->scl, 77);
+    assert_int_equal(sz.wire, HX_FRAME_HEADER_BYTES + small_len);
+    hexad__envelope__free_unpacked(env, NULL);
+    assert_int_equal(hx_frame_read_any(b, HX_FRAME_MAX_BYTES, &rx, NULL, &env,
+                                       &sz), 1);
+    assert_append(env, 2);
+    hexad__envelope__free_unpacked(env, NULL);
     evbuffer_free(b);
     hx_zstd_rx_free(rx);
     hx_zstd_tx_free(tx);
@@ -308,6 +360,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_mixed_with_plain),
+        cmocka_unit_test(test_small_envelope_goes_plain),
         cmocka_unit_test(test_partial_frame_waits),
         cmocka_unit_test(test_bad_chunk_is_protocol_error),
         cmocka_unit_test(test_oversize),
