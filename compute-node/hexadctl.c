@@ -138,7 +138,8 @@ static void status_table(const hx_volume_status *st)
     /* Counters since each node started; all of them: --json, or the
      * node's /metrics. */
     printf("\nnode  az     address              state  epoch records  bytes"
-           "       gossip(rec) coal-lag journal gc-bytes  cksum-bad repairs\n");
+           "       gossip(rec) coal-lag journal wire  gc-bytes  cksum-bad "
+           "repairs\n");
     for (size_t i = 0; i < st->n_nodes; i++) {
         const struct hx_node_status *n = &st->nodes[i];
         if (!n->reachable) {
@@ -150,13 +151,20 @@ static void status_table(const hx_volume_status *st)
             n->journal_bytes
                 ? (unsigned)(n->journal_used_bytes * 100 / n->journal_bytes)
                 : 0;
+        /* wire: frame bytes as they arrived, a share of their size
+         * uncompressed (under 100%: the writer compresses) */
+        unsigned wire_pct =
+            n->frame_bytes_received
+                ? (unsigned)(n->wire_bytes_received * 100 /
+                             n->frame_bytes_received)
+                : 100;
         printf("%-5s %-6s %-20s up     %-5" PRIu64 " %-8" PRIu64 " %-11" PRIu64
-               " %-11" PRIu64 " %-8" PRIu64 " %3u%%    %-9" PRIu64 " %-9" PRIu64
-               " %" PRIu64 "\n",
+               " %-11" PRIu64 " %-8" PRIu64 " %3u%%    %3u%%  %-9" PRIu64
+               " %-9" PRIu64 " %" PRIu64 "\n",
                n->id, n->az, n->addr, n->volume_epoch, n->records_received,
                n->bytes_received, n->gossip_records, n->coalesce_lag,
-               journal_pct, n->gc_bytes_removed, n->checksum_failures,
-               n->repairs);
+               journal_pct, wire_pct, n->gc_bytes_removed,
+               n->checksum_failures, n->repairs);
     }
     printf("\nPG    PGCL        members (node/az: SCL)\n");
     for (size_t p = 0; p < st->n_pgs; p++) {

@@ -56,8 +56,8 @@ static const counter_def counters[] = {
     COUNTER(bytes_received, "Packed record bytes received in appends."),
     COUNTER(wire_bytes_received, "Frame bytes received on the storage "
                                  "port, as they arrived (compressed)."),
-    COUNTER(frame_bytes_received, "The same frames' envelope bytes, "
-                                  "decoded."),
+    COUNTER(frame_bytes_received, "The same frames' size uncompressed "
+                                  "(4-byte header and envelope)."),
     COUNTER(batches_synced, "Synced group-commit writes of appends."),
     COUNTER(gossip_pulls, "Gossip pull replies that brought records."),
     COUNTER(gossip_records, "Records gossip pulls newly stored."),

@@ -75,6 +75,7 @@
 #include <event2/util.h>
 
 #include "conn.h"
+#include "frame.h"
 #include "gossip.h"
 #include "hx_err.h"
 #include "log.h"
@@ -141,7 +142,8 @@ struct storage_server {
     /* Adopted from peers (the store counts pulls and records). */
     uint64_t gossip_truncations, gossip_epochs, gossip_segments;
     /* Frames received on the listening port: bytes as they arrived, and
-     * their envelopes decoded (the two differ by compression). */
+     * what they would have taken plain (header + decoded envelope); the
+     * two differ by compression. */
     uint64_t wire_bytes_received, frame_bytes_received;
     storage_bg *bg;         /* coalescing, GC, scrub, repair */
     bool closing;
@@ -990,7 +992,7 @@ static void on_frame(hx_conn *c, const Hexad__Envelope *env, void *arg)
     srv_conn *sc = arg;
     hx_frame_sizes sz = hx_conn_frame_sizes(c);
     sc->srv->wire_bytes_received += sz.wire;
-    sc->srv->frame_bytes_received += sz.body;
+    sc->srv->frame_bytes_received += HX_FRAME_HEADER_BYTES + sz.body;
     switch (env->body_case) {
     case HEXAD__ENVELOPE__BODY_APPEND:
         handle_append(sc, env->req_id, env->append);

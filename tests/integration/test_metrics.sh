@@ -12,7 +12,7 @@
 #       at least 4 N at once (each acknowledged write reached a write
 #       quorum of its PG) and 6 N soon (gossip brings the rest), the synced
 #       batches moved, the frames took fewer bytes on the wire than
-#       decoded (the writer compresses), and hexadctl status --json
+#       uncompressed (the writer compresses), and hexadctl status --json
 #       reports the same counters (and journal size) as /metrics.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -135,10 +135,10 @@ jq -e '.nodes[] | select(.id == "s1") | (.checkpoints | type) == "number" and (.
 # the frames took fewer bytes on the wire than they decode to.
 wire=$(sum_metric hexad_wire_bytes_received_total)
 frame=$(sum_metric hexad_frame_bytes_received_total)
-[ "$wire" -lt "$frame" ] || hx_fail "frames took $wire bytes on the wire for $frame decoded: not compressed"
+[ "$wire" -lt "$frame" ] || hx_fail "frames took $wire bytes on the wire for $frame uncompressed: not compressed"
 jq -e '.nodes[] | select(.id == "s1") | .wire_bytes_received > 0 and .frame_bytes_received > 0' \
     <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's wire_bytes_received or frame_bytes_received"
-hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches, $frame frame bytes in $wire on the wire; status --json agrees"
+hx_pass "(c) after $N writes: $recs records ($bytes bytes) received over all nodes, batches $before_batches -> $batches, $frame frame bytes (uncompressed) in $wire on the wire; status --json agrees"
 
 # (c2) Idle, coalescing reaches the point it may (the SCL, or the
 # writer's min read point): status --json reports no lag on any node, and
