@@ -102,6 +102,8 @@ int hx_zstd_tx_envelope(hx_zstd_tx *z, struct evbuffer *out,
     size_t len = hexad__envelope__get_packed_size(env);
     if (len > max_bytes || len > HX_FRAME_MAX_BYTES)
         return HX_ERR_TOO_BIG;
+    if (len > 0 && len < HX_ZSTD_MIN_BYTES)
+        return hx_frame_write(out, env, max_bytes); /* plain: no copy */
     if (reserve(&z->pack, &z->pack_cap, len ? len : 1) != HX_OK)
         return HX_ERR_NOMEM;
     hexad__envelope__pack(env, z->pack);
