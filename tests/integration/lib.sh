@@ -112,6 +112,10 @@ hx_port_listening() {  # port
     [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]
 }
 
+hx_pid_listening() {  # pid port: that process has a socket listening on port
+    ss -Hltnp "sport = :$2" 2>/dev/null | grep -q "pid=$1,"
+}
+
 # Picks a base port P such that nothing listens on P+1..P+n,
 # P+101..P+100+n (metrics) and P+200 (SQL), and sets HX_BASE_PORT.
 # P is the start of a slot of HX_PORT_SLOT_SIZE ports between 20000 and the
@@ -199,11 +203,13 @@ hx_start_node() {
     disown "$pid"
     hx_track_pid "$pid"
     HX_NODE_PID[$id]=$pid
-    if ! wait_until "hx_port_listening $port || ! hx_pid_alive $pid" 30; then
+    # The socket must be this pid's: a port test alone once passed on a
+    # socket that was gone a moment later (CI, gossip_catchup), and then
+    # the node was "running but not listening".
+    if ! wait_until "hx_pid_listening $pid $port || ! hx_pid_alive $pid" 30; then
         hx_fail "storage node $id (pid $pid) did not listen on $addr within 30 s"
     fi
     hx_pid_alive "$pid" || hx_fail "storage node $id exited while starting; see $HX_LOGS/$id.log"
-    hx_port_listening "$port" || hx_fail "storage node $id is running but does not listen on $addr"
 }
 
 # Stops node ID with a signal (KILL by default) by its pid and reaps it.
