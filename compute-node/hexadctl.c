@@ -11,6 +11,7 @@
 #include <sodium.h>
 
 #include "config.h"
+#include "hexadctl_page.h"
 #include "hx_err.h"
 #include "load_pattern.h"
 #include "log.h"
@@ -35,6 +36,9 @@ static const char *usage_text =
     "                        0..P-1 (page numbers modulo P)\n"
     "  verify --journal FILE re-read every journaled write from storage and\n"
     "                        compare byte for byte ([--pages P] as for load)\n"
+    "  page --page P [--lsn L] [--dump DIR]\n"
+    "                        page P as every member of its PG serves it at\n"
+    "                        L (default: the VDL): which copies differ\n"
     "\n"
     "Each command takes --help.\n";
 
@@ -501,7 +505,8 @@ int main(int argc, char **argv)
     int (*fn)(const hx_cluster_cfg *, int, char **) =
         strcmp(cmd, "status") == 0 ? cmd_status
         : strcmp(cmd, "load") == 0 ? cmd_load
-        : strcmp(cmd, "verify") == 0 ? cmd_verify : NULL;
+        : strcmp(cmd, "verify") == 0 ? cmd_verify
+        : strcmp(cmd, "page") == 0 ? hexadctl_page : NULL;
     if (fn == NULL) {
         fprintf(stderr, "hexadctl: unknown command '%s'\n\n%s", cmd, usage_text);
         return 2;

@@ -184,36 +184,6 @@ static uint64_t snap_read_point(void *ctx)
     return ((hx_snapshot_store *)ctx)->vdl;
 }
 
-/* One GetPage to one node. */
-static int snap_get(hx_snapshot_store *s, int node, uint32_t pg,
-                    uint64_t page_no, uint64_t lsn, uint8_t *buf)
-{
-    Hexad__GetPage g = HEXAD__GET_PAGE__INIT;
-    g.volume = s->volume;
-    g.pg = pg;
-    g.page_no = page_no;
-    g.read_lsn = lsn;
-    Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
-    env.body_case = HEXAD__ENVELOPE__BODY_GET_PAGE;
-    env.get_page = &g;
-    vc_call *c = vc_call_start(s->v, node, &env);
-    if (!c)
-        return HX_ERR_NOMEM;
-    Hexad__Envelope *reply = NULL;
-    int rc = vc_call_finish(s->v, c, vc_now_ms() + SNAP_READ_TRY_MS, &reply);
-    if (rc != HX_OK)
-        return rc;
-    if (reply->body_case == HEXAD__ENVELOPE__BODY_PAGE &&
-        reply->page->data.len == s->page_size)
-        memcpy(buf, reply->page->data.data, s->page_size);
-    else if (reply->body_case == HEXAD__ENVELOPE__BODY_ERROR)
-        rc = reply->error->code < 0 ? reply->error->code : HX_ERR_PROTOCOL;
-    else
-        rc = HX_ERR_PROTOCOL;
-    hexad__envelope__free_unpacked(reply, NULL);
-    return rc;
-}
-
 static int snap_read_page(void *ctx, uint64_t page_no, uint64_t read_lsn,
                           uint8_t *buf)
 {
@@ -229,7 +199,8 @@ static int snap_read_page(void *ctx, uint64_t page_no, uint64_t read_lsn,
     for (int m = 0; m < HX_PG_MEMBERS; m++) {
         if (p->node[m] < 0)
             continue;
-        rc = snap_get(s, p->node[m], pgno, page_no, p->tail, buf);
+        rc = vc_get_page(s->v, p->node[m], page_no, p->tail, 0,
+                         vc_now_ms() + SNAP_READ_TRY_MS, buf, NULL);
         if (rc == HX_OK)
             return HX_OK;
     }

@@ -1043,40 +1043,27 @@ int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
         int n = read_candidates(v, p, need, order);
         for (int i = 0; i < n; i++) {
             int node = p->m[order[i]].node;
-            Hexad__GetPage g = HEXAD__GET_PAGE__INIT;
-            g.volume = v->cluster.volume;
-            g.pg = pgno;
-            g.page_no = page_no;
-            g.read_lsn = need;
-            g.volume_epoch = v->epoch;
-            Hexad__Envelope env = HEXAD__ENVELOPE__INIT;
-            env.body_case = HEXAD__ENVELOPE__BODY_GET_PAGE;
-            env.get_page = &g;
+            uint64_t scl = v->lsn ? hx_lsn_member_scl(v->lsn, pgno, order[i])
+                                  : 0;
+            uint64_t epoch = v->epoch;
             pthread_mutex_unlock(&v->mu);
-            vc_call *c = vc_call_start(v, node, &env);
-            Hexad__Envelope *reply = NULL;
-            rc = c ? vc_call_finish(v, c, vc_now_ms() + VC_READ_TRY_MS, &reply)
-                   : HX_ERR_NOMEM;
+            vc_page_error err;
+            rc = vc_get_page(v, node, page_no, need, epoch,
+                             vc_now_ms() + VC_READ_TRY_MS, buf, &err);
             if (rc == HX_OK) {
-                if (reply->body_case == HEXAD__ENVELOPE__BODY_PAGE &&
-                    reply->page->data.len == v->cluster.page_size) {
-                    memcpy(buf, reply->page->data.data, v->cluster.page_size);
-                } else if (reply->body_case == HEXAD__ENVELOPE__BODY_ERROR &&
-                           reply->error->code == HX_ERR_STALE_EPOCH) {
-                    pthread_mutex_lock(&v->mu);
-                    vc_fence(v, node, reply->error->current_epoch);
-                    pthread_mutex_unlock(&v->mu);
-                    rc = HX_ERR_FENCED;
-                } else if (reply->body_case == HEXAD__ENVELOPE__BODY_ERROR) {
-                    rc = reply->error->code < 0 ? reply->error->code
-                                                : HX_ERR_PROTOCOL;
-                    HX_WARN("read of page %llu from %s failed: %s",
-                            (unsigned long long)page_no,
-                            v->nodes[node].cfg->id, reply->error->message);
-                } else {
-                    rc = HX_ERR_PROTOCOL;
-                }
-                hexad__envelope__free_unpacked(reply, NULL);
+                HX_DEBUG("page %llu at %llu read from %s (its SCL %llu)",
+                         (unsigned long long)page_no,
+                         (unsigned long long)need, v->nodes[node].cfg->id,
+                         (unsigned long long)scl);
+            } else if (rc == HX_ERR_STALE_EPOCH) {
+                pthread_mutex_lock(&v->mu);
+                vc_fence(v, node, err.current_epoch);
+                pthread_mutex_unlock(&v->mu);
+                rc = HX_ERR_FENCED;
+            } else if (err.message[0]) {
+                HX_WARN("read of page %llu from %s failed: %s",
+                        (unsigned long long)page_no, v->nodes[node].cfg->id,
+                        err.message);
             }
             if (rc == HX_OK || rc == HX_ERR_FENCED)
                 return rc;

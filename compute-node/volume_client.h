@@ -88,6 +88,14 @@ void hx_volume_set_min_read_lsn(hx_volume *v, uint64_t lsn);
 int hx_volume_read_page(hx_volume *v, uint64_t page_no, uint64_t read_lsn,
                         uint8_t *buf);
 
+/* Reads page_no as of read_lsn from the storage node named node_id,
+ * whatever its SCL (the node refuses a read point above it): for
+ * inspection (hexadctl page), not for SQL. On an error msg says why. */
+int hx_volume_read_page_on(hx_volume *v, const char *node_id,
+                           uint64_t page_no, uint64_t read_lsn,
+                           int timeout_ms, uint8_t *buf, char *msg,
+                           size_t msg_len);
+
 /* A page_store (for the SQLite VFS) backed by this volume. */
 hx_page_store hx_volume_page_store(hx_volume *v);
 

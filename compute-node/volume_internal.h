@@ -173,6 +173,17 @@ void vc_calls_on_close(hx_volume *v, int node);
 /* Loop side: send calls not yet sent to connected nodes. */
 void vc_calls_pump(hx_volume *v);
 
+/* volume_get_page.c: one GetPage to node at read_lsn, carrying epoch
+ * (0: no epoch guard). HX_OK with buf filled; a node's refusal returns
+ * its code with *err (may be NULL) saying why; else a transport error. */
+typedef struct {
+    uint64_t current_epoch; /* HX_ERR_STALE_EPOCH: the node's epoch */
+    char message[160];
+} vc_page_error;
+int vc_get_page(hx_volume *v, int node, uint64_t page_no, uint64_t read_lsn,
+                uint64_t epoch, int64_t deadline_ms, uint8_t *buf,
+                vc_page_error *err);
+
 /* volume_open.c: recovery, and the survey it shares with status. */
 int vc_recover(hx_volume *v, const hx_volume_opts *o);
 

@@ -6,8 +6,9 @@
 #       (hexadctl load) and the loader exits, so nothing is ever re-sent
 #       to X. X restarts: within CATCHUP_DEADLINE_S its SCL equals its
 #       peers' (the time is reported), its epoch is theirs (it missed the
-#       loader's recovery), and its counters show the records came by
-#       gossip;
+#       loader's recovery), its counters show the records came by
+#       gossip, and all six copies of page 0 are the same bytes
+#       (hexadctl page);
 #   (b) reads from X's data: the other five members are SIGKILLed, three
 #       of them lose their whole data directory and restart empty. They
 #       never saw the segment's creation: they learn it from X's segment
@@ -136,6 +137,9 @@ wait_until "same_as ${OTHERS[0]} $X" 10 0.2 ||
 wait_until "same_as $X ${OTHERS[*]}" 10 0.2 || hx_fail "PG 0 members disagree: $(pg0 | tr '\n' ';')"
 got=$(node_field "$X" gossip_records)
 [ "$got" -ge "$COUNT" ] || hx_fail "$X stored only $got records by gossip (>= $COUNT expected)"
+# Every copy of a page is the same bytes (hexadctl page asks each member).
+page=$(hx_ctl --volume "$VOL" page --page 0 2>&1) || hx_fail "the members of PG 0 serve page 0 differently: $page"
+[ "$(grep -c ' crc32c ' <<<"$page")" = 6 ] || hx_fail "not all 6 members of PG 0 served page 0: $page"
 epochs=$(node_field "$X" gossip_epochs)
 [ "$epochs" -ge 1 ] || hx_fail "$X adopted no volume epoch by gossip, yet it missed the loader's recovery"
 hx_pass "(a) $X caught up by gossip alone in ${catchup_ms} ms (SCL $peer_scl, $got records pulled, epoch adopted)"

@@ -61,6 +61,25 @@ compute_kill() {
     COMPUTE_PID=
 }
 
+# After a failed check: every page the writer read since its last start,
+# as each member of its PG serves it at the same LSN (hexadctl page), so
+# the output names the copy that differs. The read lines are logged at
+# HEXAD_LOG=debug; without them this says so.
+diagnose() {
+    local start reads page lsn node
+    start=$(grep -n '^--- ' "$HX_LOGS/w1.log" | tail -1 | cut -d: -f1)
+    reads=$(tail -n +"${start:-1}" "$HX_LOGS/w1.log" |
+        sed -n 's/.* page \([0-9]*\) at \([0-9]*\) read from \([^ ]*\) .*/\1 \2 \3/p' | sort -u)
+    if [ -z "$reads" ]; then
+        echo "no page reads logged since the writer's start (rerun with HEXAD_LOG=debug)"
+        return 0
+    fi
+    while read -r page lsn node; do
+        echo "page $page at $lsn was read from $node; each member now:"
+        hx_ctl_t 30 page --page "$page" --lsn "$lsn" 2>&1 || true
+    done <<<"$reads"
+}
+
 # The loader journals its first attempt only after CREATE TABLE was
 # acknowledged: before that there is nothing to check.
 check() {  # what
@@ -69,7 +88,12 @@ check() {  # what
         LAST_CHECK="nothing attempted yet"
         return 0
     fi
-    out=$("$LOADER" check "$HOST" "$PORT" "$JOURNAL" 2>&1) || hx_fail "$1: $out"
+    if ! out=$("$LOADER" check "$HOST" "$PORT" "$JOURNAL" 2>&1); then
+        echo "$1: $out" >&2
+        echo "the same check again: $("$LOADER" check "$HOST" "$PORT" "$JOURNAL" 2>&1 | tail -1)" >&2
+        diagnose >&2
+        hx_fail "$1: $out"
+    fi
     LAST_CHECK=$out
 }
 
