@@ -6,9 +6,18 @@
  * A checkpoint is that flush, then a release of the journal's tail to the
  * head read before the flush started: every batch below it was applied
  * before the flush switched memtables, so it is in an SST file when the
- * flush returns. Checkpoints run on a thread of their own, one at a time,
+ * flush returns. Hence a checkpoint starts only after the write that
+ * triggers it was applied to RocksDB (journal_applied), never between a
+ * batch's journal append and its RocksDB write: started there, its flush
+ * could switch memtables first, the batch would land in the new memtable,
+ * and its journal entry would be released all the same. A crash then lost
+ * an acknowledged batch while the segment's persisted SCL, carried by
+ * later batches, still covered it: a node served a page without one of
+ * its records (seen once in test_writer_crash; test_checkpoint_crash
+ * replays it). Checkpoints run on a thread of their own, one at a time,
  * once a quarter of the ring is in use, so appends seldom find the ring
- * full; when one does, it waits for the checkpoint (or runs one).
+ * full; when one does, it waits for the checkpoint (or runs one, on its
+ * own thread, before appending: everything in the journal is applied).
  *
  * Replay is safe to repeat: batches hold only puts and deletes of whole
  * values, so applying a suffix of the journal again, in order, over a
@@ -73,7 +82,7 @@ static void checkpoint_join(segment_store *s)
  * move) the next waits for another sixteenth of the ring to be written,
  * so a failing flush is retried, and logged, now and then, not on every
  * write. */
-static void checkpoint_maybe_start(segment_store *s)
+void journal_applied(segment_store *s)
 {
     segment_journal *j = s->journal;
     uint64_t ring = segment_journal_ring_bytes(j);
@@ -83,12 +92,16 @@ static void checkpoint_maybe_start(segment_store *s)
         return;
     checkpoint_join(s); /* the previous one, finished */
     s->checkpoint_upto = segment_journal_head(j);
-    atomic_store(&s->checkpointing, true);
-    int err = pthread_create(&s->checkpoint_thread, NULL, checkpoint_main, s);
-    if (err != 0) {
+    int err = 0;
+    if (!s->checkpoint_inline) {
+        atomic_store(&s->checkpointing, true);
+        err = pthread_create(&s->checkpoint_thread, NULL, checkpoint_main, s);
+    }
+    if (s->checkpoint_inline || err != 0) {
         atomic_store(&s->checkpointing, false);
-        HX_WARN("cannot start a checkpoint thread (%s); checkpointing on "
-                "the event loop", strerror(err));
+        if (err != 0)
+            HX_WARN("cannot start a checkpoint thread (%s); checkpointing "
+                    "on the event loop", strerror(err));
         segment_store_why why = {0};
         if (checkpoint(s, s->checkpoint_upto, &why) != HX_OK)
             HX_WARN("segment store %s: checkpoint failed (%s)", s->path,
@@ -120,8 +133,6 @@ int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
             rc = segment_journal_append(s->journal, rep, len, why);
         }
     }
-    if (rc == HX_OK)
-        checkpoint_maybe_start(s);
     return rc;
 }
 

@@ -704,6 +704,7 @@ int segment_store_open(const char *data_dir, const char *node_id,
         rocksdb_free(err);
         goto fail;
     }
+    s->checkpoint_inline = o->checkpoint_inline;
     rc = journal_open_and_replay(s, data_dir, o->journal_bytes, why);
     if (rc != HX_OK)
         goto fail;
@@ -783,6 +784,8 @@ int store_write(segment_store *s, rocksdb_writebatch_t *wb,
         }
         rocksdb_write(s->db, s->wnowal, wb, &err);
         msg = err;
+        if (err == NULL)
+            journal_applied(s);
     }
     if (msg == NULL)
         return HX_OK;

@@ -68,6 +68,9 @@ typedef struct {
     /* Size of a new write-ahead journal (data_dir/journal); an existing
      * one of another size is replaced once its entries are replayed. */
     uint64_t journal_bytes;
+    /* Run each checkpoint on the writing thread when it is due, instead of
+     * on a thread of its own: a test's crash then comes after it. */
+    bool checkpoint_inline;
 } segment_store_options;
 
 /* Opens (creating if missing) the store of node node_id under data_dir

@@ -221,6 +221,7 @@ struct segment_store {
     bool checkpoint_started;  /* checkpoint_thread is to be joined */
     atomic_bool checkpointing; /* it runs; cleared by the thread */
     uint64_t checkpoint_upto; /* the journal head it releases to */
+    bool checkpoint_inline;   /* segment_store_options.checkpoint_inline */
     repair_want *repairs;   /* corrupt, not yet rewritten */
     size_t n_repairs, cap_repairs;
 
@@ -262,9 +263,13 @@ int store_write(segment_store *s, rocksdb_writebatch_t *wb, const char *what,
 int journal_open_and_replay(segment_store *s, const char *data_dir,
                             uint64_t journal_bytes, segment_store_why *why);
 /* Syncs wb's batch to the journal (waiting for room if the ring is full);
- * the caller then applies wb with wnowal. */
+ * the caller then applies wb with wnowal and, once RocksDB took it, calls
+ * journal_applied. */
 int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
                 segment_store_why *why);
+/* After a journaled batch was applied to RocksDB: starts a checkpoint when
+ * the ring fills up (on the caller's thread with checkpoint_inline). */
+void journal_applied(segment_store *s);
 /* Joins a running checkpoint, checkpoints the rest, closes the journal
  * (before RocksDB closes). NULL journal: no-op. */
 void journal_close(segment_store *s);
