@@ -95,6 +95,7 @@ static void status_json(const hx_volume_status *st)
                ",\"gc_bytes_removed\":%" PRIu64 ",\"gc_compactions\":%" PRIu64
                ",\"scrub_passes\":%" PRIu64
                ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64
+               ",\"records_missing\":%" PRIu64
                ",\"checkpoints\":%" PRIu64
                ",\"journal_used_bytes\":%" PRIu64
                ",\"journal_bytes\":%" PRIu64
@@ -109,7 +110,7 @@ static void status_json(const hx_volume_status *st)
                n->page_versions_written, n->gc_passes, n->gc_records_removed,
                n->gc_page_versions_removed, n->gc_bytes_removed,
                n->gc_compactions, n->scrub_passes, n->checksum_failures,
-               n->repairs, n->checkpoints, n->journal_used_bytes,
+               n->repairs, n->records_missing, n->checkpoints, n->journal_used_bytes,
                n->journal_bytes, n->wire_bytes_received,
                n->frame_bytes_received, n->coalesce_lag);
     }

@@ -140,7 +140,7 @@ typedef struct {
         uint64_t coalesce_passes, page_versions_written;
         uint64_t gc_passes, gc_records_removed, gc_page_versions_removed;
         uint64_t gc_bytes_removed, gc_compactions;
-        uint64_t scrub_passes, checksum_failures, repairs;
+        uint64_t scrub_passes, checksum_failures, repairs, records_missing;
         uint64_t checkpoints;
         /* Gauges: journal bytes a crash would replay now; ring size. */
         uint64_t journal_used_bytes, journal_bytes;

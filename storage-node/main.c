@@ -2,6 +2,7 @@
  *
  *   hexad-storage --cluster FILE --id ID
  *   hexad-storage --cluster FILE --id ID --corrupt-records N   (faults)
+ *   hexad-storage --cluster FILE --id ID --drop-records N      (faults)
  *
  * Exit status: 0 after SIGTERM/SIGINT (clean shutdown), 1 when it cannot
  * start (bad cluster file, unknown id, data directory, port in use),
@@ -10,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +26,8 @@
 #include "segment_store.h"
 #include "storage_server.h"
 
-/* --corrupt-records spreads its damage: one record in this many. */
+/* --corrupt-records and --drop-records spread their damage: one record
+ * in this many. */
 #define CORRUPT_EVERY 97u
 
 static void usage(FILE *f)
@@ -47,10 +50,17 @@ static void usage(FILE *f)
             "                   byte in N stored records (one in every %u),\n"
             "                   print \"volume pg lsn\" of each and exit; the\n"
             "                   restarted node detects and repairs them\n"
+            "  --drop-records N\n"
+            "                   fault injection, with the node stopped: delete\n"
+            "                   N stored records below their segment's SCL\n"
+            "                   (one in every %u), as a lost write would;\n"
+            "                   print \"volume pg lsn\" of each and exit; the\n"
+            "                   restarted node's scrub finds them missing,\n"
+            "                   refuses reads over them and refetches them\n"
             "  --help           show this help\n"
             "\n"
             "Environment: HEXAD_LOG=debug|info|warn|error (default info).\n",
-            CORRUPT_EVERY);
+            CORRUPT_EVERY, CORRUPT_EVERY);
 }
 
 /* mkdir -p: creates path and its missing parents. */
@@ -95,14 +105,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-/* --corrupt-records: the store is opened alone (the node must be stopped:
- * RocksDB's lock refuses a second opener). */
-static int corrupt_records(const hx_storage_cfg *self, const char *arg)
+/* --corrupt-records / --drop-records: the store is opened alone (the node
+ * must be stopped: RocksDB's lock refuses a second opener). */
+static int damage_records(const hx_storage_cfg *self, const char *option,
+                          const char *arg, bool drop)
 {
     char *end = NULL;
     unsigned long n = strtoul(arg, &end, 10);
     if (end == arg || *end != '\0' || n == 0) {
-        fprintf(stderr, "hexad-storage: --corrupt-records takes a count > 0\n");
+        fprintf(stderr, "hexad-storage: --%s takes a count > 0\n", option);
         return 2;
     }
     segment_store *s = NULL;
@@ -111,25 +122,31 @@ static int corrupt_records(const hx_storage_cfg *self, const char *arg)
     int rc = segment_store_open(self->data_dir, self->id, &o, &s, &why);
     size_t done = 0;
     if (rc == HX_OK)
-        rc = segment_store_corrupt_records(s, CORRUPT_EVERY, n, stdout, &done,
-                                           &why);
+        rc = drop ? segment_store_drop_records(s, CORRUPT_EVERY, n, stdout,
+                                               &done, &why)
+                  : segment_store_corrupt_records(s, CORRUPT_EVERY, n, stdout,
+                                                  &done, &why);
     segment_store_close(s);
     if (rc != HX_OK) {
-        HX_ERROR("cannot corrupt records in %s: %s (stop the node first)",
-                 self->data_dir, why.msg[0] ? why.msg : hx_strerror(rc));
+        HX_ERROR("--%s: cannot damage records in %s: %s (stop the node "
+                 "first)", option, self->data_dir,
+                 why.msg[0] ? why.msg : hx_strerror(rc));
         return 1;
     }
-    HX_INFO("%zu record(s) corrupted in %s", done, self->data_dir);
+    HX_INFO("%zu record(s) %s in %s", done, drop ? "dropped" : "corrupted",
+            self->data_dir);
     return 0;
 }
 
 int main(int argc, char **argv)
 {
-    const char *cluster_path = NULL, *id = NULL, *corrupt = NULL;
+    const char *cluster_path = NULL, *id = NULL, *corrupt = NULL,
+               *drop = NULL;
     static const struct option longopts[] = {
         {"cluster", required_argument, NULL, 'c'},
         {"id", required_argument, NULL, 'i'},
         {"corrupt-records", required_argument, NULL, 'C'},
+        {"drop-records", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -139,6 +156,7 @@ int main(int argc, char **argv)
         case 'c': cluster_path = optarg; break;
         case 'i': id = optarg; break;
         case 'C': corrupt = optarg; break;
+        case 'D': drop = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -179,8 +197,15 @@ int main(int argc, char **argv)
                  cluster_path, id, cfg.n_storage ? ids : "none");
         return 1;
     }
+    if (corrupt != NULL && drop != NULL) {
+        fprintf(stderr, "hexad-storage: give --corrupt-records or "
+                "--drop-records, not both\n");
+        return 2;
+    }
     if (corrupt != NULL)
-        return corrupt_records(self, corrupt);
+        return damage_records(self, "corrupt-records", corrupt, false);
+    if (drop != NULL)
+        return damage_records(self, "drop-records", drop, true);
     if (self->data_dir[0] == '\0') {
         HX_ERROR("%s: storage node %s has no data= directory", cluster_path,
                  id);

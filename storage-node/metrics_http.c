@@ -77,7 +77,10 @@ static const counter_def counters[] = {
     COUNTER(scrub_passes, "Scrub passes run."),
     COUNTER(checksum_failures, "Stored records or page versions found "
                                "corrupt."),
-    COUNTER(repairs, "Corrupt items rewritten from a peer's copy."),
+    COUNTER(repairs, "Corrupt or missing items rewritten from a peer's "
+                     "copy."),
+    COUNTER(records_missing, "Records found missing below their segment's "
+                             "SCL (a lost write)."),
 };
 
 int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)

@@ -38,6 +38,9 @@ typedef struct {
     uint64_t scrub_passes;
     uint64_t checksum_failures;
     uint64_t repairs;
+    /* Records found missing at or below their segment's SCL (a lost
+     * write; segment_missing.c), each then refetched (counted in repairs). */
+    uint64_t records_missing;
 } hx_node_counters;
 
 #endif

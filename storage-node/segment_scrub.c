@@ -31,7 +31,7 @@
  * again by a later scrub. */
 #define REPAIRS_MAX 4096u
 
-static size_t want_find(const segment_store *s, int kind, uint32_t vol,
+size_t repair_want_find(const segment_store *s, int kind, uint32_t vol,
                         uint32_t pg, uint64_t page_no, uint64_t lsn)
 {
     for (size_t i = 0; i < s->n_repairs; i++) {
@@ -43,7 +43,7 @@ static size_t want_find(const segment_store *s, int kind, uint32_t vol,
     return SIZE_MAX;
 }
 
-static void want_remove(segment_store *s, size_t i)
+void repair_want_remove(segment_store *s, size_t i)
 {
     memmove(&s->repairs[i], &s->repairs[i + 1],
             (s->n_repairs - i - 1) * sizeof *s->repairs);
@@ -53,9 +53,12 @@ static void want_remove(segment_store *s, size_t i)
 void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
                      uint64_t page_no, uint64_t lsn)
 {
-    if (want_find(s, kind, vol, pg, page_no, lsn) != SIZE_MAX)
+    if (repair_want_find(s, kind, vol, pg, page_no, lsn) != SIZE_MAX)
         return;
-    s->counters.checksum_failures++;
+    if (kind == SEGMENT_STORE_REPAIR_MISSING)
+        s->counters.records_missing++;
+    else
+        s->counters.checksum_failures++;
     if (s->n_repairs == REPAIRS_MAX)
         return;
     if (s->n_repairs == s->cap_repairs) {
@@ -90,6 +93,8 @@ static bool scrub_record(segment_store *s, const uint8_t *k, const char *v,
     uint64_t lsn = get_be64(k + 9);
     Hexad__Record *r = hexad__record__unpack(NULL, vl, (const uint8_t *)v);
     bool ok = r != NULL && r->lsn == lsn && hx_record_verify(r) == HX_OK;
+    if (ok)
+        missing_check(s, k, r);
     if (r)
         hexad__record__free_unpacked(r, NULL);
     if (!ok)
@@ -120,6 +125,7 @@ int segment_store_scrub(segment_store *s, size_t max_items,
     if (s->scrub_key_len == 0) {
         s->scrub_key[0] = KEY_VERSION;
         s->scrub_key_len = 1;
+        s->scrub_vol = s->scrub_pg = 0; /* no record seen yet this pass */
     }
     rocksdb_iter_seek(it, (const char *)s->scrub_key, s->scrub_key_len);
     size_t bad = 0;
@@ -181,7 +187,18 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
                                 const Hexad__Record *r,
                                 segment_store_why *why)
 {
-    size_t i = want_find(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, r->lsn);
+    size_t i = repair_want_find(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0,
+                                r->lsn);
+    size_t m = repair_want_find(s, SEGMENT_STORE_REPAIR_MISSING, vol, pg, 0,
+                                r->lsn);
+    if (i == SIZE_MAX && m != SIZE_MAX) {
+        if (hx_record_verify(r) != HX_OK) {
+            why_set(why, "the peer's copy of record %" PRIu64 " fails its "
+                    "checksum", r->lsn);
+            return HX_ERR_CHECKSUM;
+        }
+        return missing_repair(s, m, r, why);
+    }
     if (i == SIZE_MAX) {
         why_set(why, "record %" PRIu64 " of %u/%u is not waiting for repair",
                 r->lsn, vol, pg);
@@ -195,7 +212,7 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, r->lsn);
     if (!key_present(s, k, kl)) { /* collected or truncated meanwhile */
-        want_remove(s, i);
+        repair_want_remove(s, i);
         return HX_OK;
     }
     size_t len = hexad__record__get_packed_size(r);
@@ -221,7 +238,7 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
     free(buf);
     if (rc != HX_OK)
         return rc;
-    want_remove(s, i);
+    repair_want_remove(s, i);
     s->counters.repairs++;
     HX_INFO("segment %u/%u: record %" PRIu64 " repaired from a peer's copy "
             "(%" PRIu64 " repair(s), %" PRIu64 " checksum failure(s))", vol,
@@ -234,7 +251,7 @@ int segment_store_repair_version(segment_store *s, uint32_t vol, uint32_t pg,
                                  const uint8_t *page, size_t len,
                                  segment_store_why *why)
 {
-    size_t i = want_find(s, SEGMENT_STORE_REPAIR_VERSION, vol, pg, page_no,
+    size_t i = repair_want_find(s, SEGMENT_STORE_REPAIR_VERSION, vol, pg, page_no,
                          page_lsn);
     const segment *g = seg_find(s, vol, pg);
     uint32_t page_size = 0;
@@ -253,7 +270,7 @@ int segment_store_repair_version(segment_store *s, uint32_t vol, uint32_t pg,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page_tag(k, KEY_VERSION, vol, pg, page_no, page_lsn);
     if (!key_present(s, k, kl)) {
-        want_remove(s, i);
+        repair_want_remove(s, i);
         return HX_OK;
     }
     uint8_t *val = malloc(8 + (size_t)page_size + KEY_MAX_LEN + page_size);
@@ -268,7 +285,7 @@ int segment_store_repair_version(segment_store *s, uint32_t vol, uint32_t pg,
     free(val);
     if (rc != HX_OK)
         return rc;
-    want_remove(s, i);
+    repair_want_remove(s, i);
     s->counters.repairs++;
     HX_INFO("segment %u/%u: version of page %" PRIu64 " at %" PRIu64
             " repaired from a peer's copy (%" PRIu64 " repair(s))", vol, pg,

@@ -1433,6 +1433,12 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                 read_lsn);
         return HX_ERR_NOT_COMPLETE;
     }
+    if (g->missing_lsn != 0 && read_lsn >= g->missing_lsn) {
+        why_set(why, "segment %u/%u lacks record %" PRIu64 " below its SCL "
+                "(a lost write the scrub found); reads at or above it wait "
+                "for a peer's copy", vol, pg, g->missing_lsn);
+        return HX_ERR_NOT_COMPLETE;
+    }
     if (read_lsn < g->gc_lsn) {
         why_set(why, "segment %u/%u: read point %" PRIu64 " is below its "
                 "garbage-collected horizon %" PRIu64 " (older than the "
@@ -1969,6 +1975,7 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
     if (rc != HX_OK)
         goto done;
     g->records = g->records >= deleted ? g->records - deleted : 0;
+    missing_truncated(s, g, from, to);
     rc = trunc_add(g, from, to, epoch);
     if (rc == HX_OK)
         rc = trunc_put_all(s, wb, g, why);

@@ -307,13 +307,18 @@ bool segment_store_compacting(const segment_store *s);
 
 /* Scrubbing: verifies the checksums of the next max_items stored records
  * and page versions (a cursor walks the whole store, then starts over); a
- * corrupt one is counted and queued for repair. */
+ * corrupt one is counted and queued for repair. It also follows each
+ * record's prev_lsn: a record at or below the SCL whose predecessor is not
+ * stored reveals a hole the SCL claims complete (segment_missing.c); it is
+ * counted (records_missing), reads at or above it are refused until the
+ * record is refetched from a peer, and queued for that repair. */
 int segment_store_scrub(segment_store *s, size_t max_items,
                         segment_store_why *why);
 
 enum {
     SEGMENT_STORE_REPAIR_RECORD = 1,  /* refetch: PullRecords{lsn - 1} */
     SEGMENT_STORE_REPAIR_VERSION = 2, /* refetch: GetPage{page_no, lsn} */
+    SEGMENT_STORE_REPAIR_MISSING = 3, /* absent below the SCL: as RECORD */
 };
 
 typedef struct {
@@ -323,11 +328,13 @@ typedef struct {
     uint64_t lsn;
 } segment_store_repair;
 
-/* The corrupt items waiting for a peer's copy. */
+/* The corrupt or missing items waiting for a peer's copy. */
 size_t segment_store_repair_count(const segment_store *s);
 void segment_store_repair_at(const segment_store *s, size_t i,
                              segment_store_repair *out);
-/* A peer's copy of a wanted record: verified and rewritten (synced).
+/* A peer's copy of a wanted record (corrupt or missing): verified and
+ * written (synced); for a missing one, with its index keys, and the page's
+ * versions built without it are dropped.
  * HX_ERR_NOT_FOUND when it is not wanted, HX_ERR_CHECKSUM when the copy is
  * bad too, HX_ERR_IO. */
 int segment_store_repair_record(segment_store *s, uint32_t volume,
@@ -346,5 +353,12 @@ int segment_store_repair_version(segment_store *s, uint32_t volume,
 int segment_store_corrupt_records(segment_store *s, size_t every, size_t max,
                                   FILE *out, size_t *n,
                                   segment_store_why *why);
+/* Fault injection: deletes every `every`-th record at or below its
+ * segment's SCL (at most max, none a segment's newest), with its index
+ * keys, as a lost write would leave the store: the SCL still claims them.
+ * Writes "vol pg lsn" of each to out; *n = how many. For tests and
+ * experiments (hexad-storage --drop-records). */
+int segment_store_drop_records(segment_store *s, size_t every, size_t max,
+                               FILE *out, size_t *n, segment_store_why *why);
 
 #endif

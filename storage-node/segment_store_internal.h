@@ -152,6 +152,9 @@ typedef struct {
     uint64_t gc_cand_lsn, gc_cand_ms; /* min_read_lsn seen at gc_cand_ms */
     uint64_t gc_cursor;     /* next page number a GC pass looks at */
     page_piles *piles;      /* NULL until the first coalescing pass */
+    /* Lowest record at or below the SCL found missing and not yet
+     * repaired; reads at or above it are refused (0: none). */
+    uint64_t missing_lsn;
 } segment;
 
 typedef struct {
@@ -223,6 +226,10 @@ struct segment_store {
     uint64_t checkpoint_upto; /* the journal head it releases to */
     bool checkpoint_inline;   /* segment_store_options.checkpoint_inline */
     repair_want *repairs;   /* corrupt, not yet rewritten */
+    /* The record the scrub saw last (segment_missing.c): its segment and
+     * LSN, so the next one's prev_lsn can be checked against it. */
+    uint32_t scrub_vol, scrub_pg;
+    uint64_t scrub_lsn;
     size_t n_repairs, cap_repairs;
 
     unsigned inject_count;
@@ -330,9 +337,28 @@ int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
 
 /* ---- segment_scrub.c -------------------------------------------------- */
 
-/* Records a corrupt record (kind SEGMENT_STORE_REPAIR_RECORD) or page
- * version; counts a checksum failure the first time it is seen. */
+/* Records a corrupt record (kind SEGMENT_STORE_REPAIR_RECORD), page
+ * version or missing record; counts a checksum failure (a missing record:
+ * records_missing) the first time it is seen. */
 void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
                      uint64_t page_no, uint64_t lsn);
+/* Index of a wanted item, SIZE_MAX when none; removes one. */
+size_t repair_want_find(const segment_store *s, int kind, uint32_t vol,
+                        uint32_t pg, uint64_t page_no, uint64_t lsn);
+void repair_want_remove(segment_store *s, size_t i);
+
+/* ---- segment_missing.c ------------------------------------------------ */
+
+/* The scrub saw record r (verified) under key k: checks its prev_lsn
+ * against the record seen before it and, if the predecessor is missing at
+ * or below the SCL, queues it and refuses reads from it on. */
+void missing_check(segment_store *s, const uint8_t *k,
+                   const Hexad__Record *r);
+/* Writes the peer's copy r of the missing record wanted at index i. */
+int missing_repair(segment_store *s, size_t i, const Hexad__Record *r,
+                   segment_store_why *why);
+/* A truncation of [from, to] removed whatever of g was missing there. */
+void missing_truncated(segment_store *s, segment *g, uint64_t from,
+                       uint64_t to);
 
 #endif

@@ -110,7 +110,7 @@ static void on_repair_reply(storage_bg *bg, const Hexad__Envelope *env,
     segment_store_why why = {0};
     int rc = HX_ERR_PROTOCOL;
     if (env->body_case == HEXAD__ENVELOPE__BODY_PULLED &&
-        w.kind == SEGMENT_STORE_REPAIR_RECORD) {
+        w.kind != SEGMENT_STORE_REPAIR_VERSION) {
         const Hexad__PulledRecords *p = env->pulled;
         for (size_t j = 0; j < p->n_records; j++)
             if (p->records[j]->lsn == w.lsn)
@@ -137,7 +137,9 @@ static void on_repair_reply(storage_bg *bg, const Hexad__Envelope *env,
     if (rc != HX_OK)
         HX_WARN("repair of %u/%u %s %" PRIu64 " from %s failed: %s; another "
                 "member is asked next", w.volume, w.pg,
-                w.kind == SEGMENT_STORE_REPAIR_RECORD ? "record" : "version at",
+                w.kind == SEGMENT_STORE_REPAIR_VERSION ? "version at"
+                : w.kind == SEGMENT_STORE_REPAIR_MISSING ? "missing record"
+                                                         : "record",
                 w.lsn, peer, why.msg);
 }
 
@@ -229,7 +231,7 @@ static void ask_repair(storage_bg *bg, const segment_store_repair *w)
     Hexad__PullRecords pull = HEXAD__PULL_RECORDS__INIT;
     Hexad__GetPage gp = HEXAD__GET_PAGE__INIT;
     env.req_id = ++bg->next_req_id;
-    if (w->kind == SEGMENT_STORE_REPAIR_RECORD) {
+    if (w->kind != SEGMENT_STORE_REPAIR_VERSION) {
         pull.volume = w->volume;
         pull.pg = w->pg;
         pull.after_lsn = w->lsn - 1;

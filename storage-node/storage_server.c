@@ -500,6 +500,7 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->scrub_passes = c->scrub_passes;
     st->checksum_failures = c->checksum_failures;
     st->repairs = c->repairs;
+    st->records_missing = c->records_missing;
     st->gossip_truncations = srv->gossip_truncations;
     st->gossip_epochs = srv->gossip_epochs;
     st->gossip_segments = srv->gossip_segments;

@@ -67,7 +67,7 @@ for name in records_received bytes_received batches_synced gossip_pulls \
             gossip_records gossip_truncations gossip_epochs gossip_segments \
             coalesce_passes page_versions_written gc_passes gc_records_removed \
             gc_page_versions_removed gc_bytes_removed gc_compactions checkpoints \
-            scrub_passes checksum_failures repairs wire_bytes_received \
+            scrub_passes checksum_failures repairs records_missing wire_bytes_received \
             frame_bytes_received; do
     grep -q "^# TYPE hexad_${name}_total counter$" <<<"$body" ||
         hx_fail "/metrics lacks the TYPE line of hexad_${name}_total"

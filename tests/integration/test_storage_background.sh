@@ -6,13 +6,19 @@
 #       restarted: every corrupt record is detected and rewritten from a
 #       peer's copy (counted in its log), and every acknowledged write reads
 #       back (hexadctl verify: no client sees a corrupt byte).
+#   (c) lost writes: the same member is stopped again and DROP records
+#       below their segment's SCL are deleted (hexad-storage
+#       --drop-records), as a lost write leaves a store; restarted, its
+#       scrub finds every one missing (records_missing), it refetches each
+#       from a peer (repairs), and then all six copies of each of the 100
+#       pages are the same bytes (hexadctl page) and every write reads back;
 #   (a) garbage collection: 100 thousand updates of the same 100 pages;
 #       with retention_s=2 every PG 0 member's data directory ends under
 #       LIVE_BOUND_KB of data (du --apparent-size) and DISK_BOUND_KB of
 #       allocated blocks (du), and everything still reads back.
 #
-# (b) runs first, with the default retention (nothing collected), so the
-# records it corrupts are still there; (a) restarts every node with
+# (b) and (c) run first, with the default retention (nothing collected),
+# so the records they damage are still there; (a) restarts every node with
 # retention_s=2.
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -23,6 +29,7 @@ command -v jq >/dev/null || hx_fail "jq is not installed; run 'bash deploy/insta
 VOL=2                   # load/verify's own volume
 PAGES=100
 CORRUPT=20              # records corrupted in (b)
+DROP=10                 # records deleted in (c)
 REPAIR_DEADLINE_S=60
 UPDATES=100000
 LOAD_DEADLINE_S=900
@@ -97,6 +104,27 @@ failures=$(counter "$X" checksum_failures)
 ctl 300 verify --journal "$J1" --pages "$PAGES" >"$HX_LOGS/verify-b2.log" 2>&1 ||
     hx_fail "verify after the repairs failed (see $HX_LOGS/verify-b2.log)"
 hx_pass "(b) $CORRUPT corrupt records on $X detected and repaired from peers within ${repair_ms} ms of its restart ($failures checksum failures counted); every write reads back"
+
+# ---- (c) a lost write is found, refused, refetched from a peer ----------
+
+hx_stop_node "$X"
+"$HEXAD_STORAGE_BIN" --cluster "$HX_CONF" --id "$X" --drop-records "$DROP" \
+    >"$HX_TMP/dropped" 2>>"$HX_LOGS/$X.log" || hx_fail "hexad-storage --drop-records failed"
+[ "$(hx_lines "$HX_TMP/dropped")" -eq "$DROP" ] || hx_fail "$(hx_lines "$HX_TMP/dropped") records dropped, expected $DROP"
+t0=$(hx_now_ms)
+hx_start_node "$X"
+wait_until "[ \$(counter $X records_missing) -ge $DROP ] && [ \$(counter $X repairs) -ge $DROP ]" "$REPAIR_DEADLINE_S" 0.2 ||
+    hx_fail "$X found $(counter "$X" records_missing) of $DROP missing records and repaired $(counter "$X" repairs) within ${REPAIR_DEADLINE_S}s"
+repair_ms=$(( $(hx_now_ms) - t0 ))
+missing=$(counter "$X" records_missing)
+[ "$missing" -eq "$DROP" ] || hx_fail "$X counted $missing missing records, expected $DROP"
+for page in $(seq 0 $((PAGES - 1))); do
+    out=$(ctl 60 page --page "$page" 2>&1) || hx_fail "the copies of page $page differ after the repairs: $out"
+    [ "$(grep -c ' crc32c ' <<<"$out")" -eq 6 ] || hx_fail "not all 6 members served page $page: $out"
+done
+ctl 300 verify --journal "$J1" --pages "$PAGES" >"$HX_LOGS/verify-c.log" 2>&1 ||
+    hx_fail "verify after the missing records came back failed (see $HX_LOGS/verify-c.log)"
+hx_pass "(c) $DROP records deleted below the SCL on $X found missing and refetched from peers within ${repair_ms} ms of its restart; all 6 copies of the $PAGES pages agree and every write reads back"
 
 # ---- (a) disk use stays bounded under updates of the same pages ---------
 
