@@ -121,6 +121,10 @@ int hexadctl_page(const hx_cluster_cfg *cfg, int argc, char **argv)
         const hx_member_status *ms = &ps->members[m];
         if (ms->node[0] == '\0')
             continue;
+        if (!ms->reachable) {
+            printf("  %-8s %-6s unreachable\n", ms->node, ms->az);
+            continue;
+        }
         char msg[200];
         rc = hx_volume_read_page_on(v, ms->node, page_no, lsn,
                                     PAGE_READ_TIMEOUT_MS, img, msg,
