@@ -122,10 +122,9 @@ static int damage_records(const hx_storage_cfg *self, const char *option,
     int rc = segment_store_open(self->data_dir, self->id, &o, &s, &why);
     size_t done = 0;
     if (rc == HX_OK)
-        rc = drop ? segment_store_drop_records(s, CORRUPT_EVERY, n, stdout,
-                                               &done, &why)
-                  : segment_store_corrupt_records(s, CORRUPT_EVERY, n, stdout,
-                                                  &done, &why);
+        rc = segment_store_damage_records(
+            s, drop ? SEGMENT_STORE_FAULT_DROP : SEGMENT_STORE_FAULT_CORRUPT,
+            CORRUPT_EVERY, n, stdout, &done, &why);
     segment_store_close(s);
     if (rc != HX_OK) {
         HX_ERROR("--%s: cannot damage records in %s: %s (stop the node "

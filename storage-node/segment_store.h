@@ -346,19 +346,21 @@ int segment_store_repair_version(segment_store *s, uint32_t volume,
                                  uint64_t page_lsn, const uint8_t *page,
                                  size_t len, segment_store_why *why);
 
-/* Fault injection: flips one byte of the stored value of every `every`-th
- * record of every segment (at most max of them), synced, and writes
- * "vol pg lsn" of each to out. *n = how many. For tests and experiments
- * (hexad-storage --corrupt-records). */
-int segment_store_corrupt_records(segment_store *s, size_t every, size_t max,
-                                  FILE *out, size_t *n,
-                                  segment_store_why *why);
-/* Fault injection: deletes every `every`-th record at or below its
- * segment's SCL (at most max, none a segment's newest), with its index
- * keys, as a lost write would leave the store: the SCL still claims them.
- * Writes "vol pg lsn" of each to out; *n = how many. For tests and
- * experiments (hexad-storage --drop-records). */
-int segment_store_drop_records(segment_store *s, size_t every, size_t max,
-                               FILE *out, size_t *n, segment_store_why *why);
+/* Fault injection, for tests and experiments (hexad-storage
+ * --corrupt-records, --drop-records), in one synced write:
+ *  CORRUPT flips one byte of the stored value of every `every`-th record
+ *    (checksums catch it: segment_scrub.c);
+ *  DROP deletes every `every`-th record at or below its segment's SCL,
+ *    above its GC point and not its newest, with its index keys, as a lost
+ *    write leaves a store: the SCL still claims it (segment_missing.c).
+ * At most max records; writes "vol pg lsn" of each to out (may be NULL);
+ * *n = how many. */
+typedef enum {
+    SEGMENT_STORE_FAULT_CORRUPT,
+    SEGMENT_STORE_FAULT_DROP,
+} segment_store_fault;
+int segment_store_damage_records(segment_store *s, segment_store_fault fault,
+                                 size_t every, size_t max, FILE *out,
+                                 size_t *n, segment_store_why *why);
 
 #endif

@@ -776,6 +776,17 @@ static void test_scrub_yields_to_appends(void **state)
     assert_int_equal(storage_bg_scrub_items(UINT64_MAX), busy);
 }
 
+/* Two stores, s1 and s2, each holding records 1..600 of PG 0 on pages
+ * 0..5: a damaged copy and its peer. */
+static void two_copies(tstore *a, tstore *b)
+{
+    ts_open(a, "s1");
+    ts_open(b, "s2");
+    make_range(1, 600, 6, 100, 1);
+    append_range(a->s, 1, 600, 1, 0);
+    append_range(b->s, 1, 600, 1, 0);
+}
+
 /* Issue 7 "Scrubbing": corrupt records are found by a read and by the
  * scrub, counted once each, never returned, and repaired from a peer's
  * copy; so is a corrupt page version. */
@@ -783,18 +794,16 @@ static void test_scrub_and_repair(void **state)
 {
     (void)state;
     tstore a, b;
-    ts_open(&a, "s1");
-    ts_open(&b, "s2");
-    make_range(1, 600, 6, 100, 1);
-    append_range(a.s, 1, 600, 1, 0);
-    append_range(b.s, 1, 600, 1, 0);
+    two_copies(&a, &b);
 
     size_t n = 0;
     segment_store_why why = {0};
     char *list = NULL;
     size_t list_len = 0;
     FILE *out = open_memstream(&list, &list_len);
-    assert_int_equal(segment_store_corrupt_records(a.s, 97, 5, out, &n, &why),
+    assert_int_equal(segment_store_damage_records(a.s,
+                                                  SEGMENT_STORE_FAULT_CORRUPT,
+                                                  97, 5, out, &n, &why),
                      HX_OK);
     fclose(out);
     assert_int_equal(n, 5);
@@ -868,7 +877,9 @@ static void test_scrub_and_repair(void **state)
     check_reads(a.s, 6, 1, 600, 7);
 
     /* A bad copy is refused and the want stays. */
-    assert_int_equal(segment_store_corrupt_records(a.s, 1, 1, NULL, &n, &why),
+    assert_int_equal(segment_store_damage_records(a.s,
+                                                  SEGMENT_STORE_FAULT_CORRUPT,
+                                                  1, 1, NULL, &n, &why),
                      HX_OK);
     assert_int_equal(segment_store_scrub(a.s, 1000, &why), HX_OK);
     assert_int_equal(segment_store_repair_count(a.s), 1);
@@ -919,14 +930,11 @@ static void test_missing_records_found_and_repaired(void **state)
 {
     (void)state;
     tstore a, b;
-    ts_open(&a, "s1");
-    ts_open(&b, "s2");
-    make_range(1, 600, 6, 100, 1);
-    append_range(a.s, 1, 600, 1, 0);
-    append_range(b.s, 1, 600, 1, 0);
+    two_copies(&a, &b);
     size_t n = 0;
     segment_store_why why = {0};
-    assert_int_equal(segment_store_drop_records(a.s, 97, 3, NULL, &n, &why),
+    assert_int_equal(segment_store_damage_records(a.s, SEGMENT_STORE_FAULT_DROP,
+                                                  97, 3, NULL, &n, &why),
                      HX_OK);
     assert_int_equal(n, 3); /* LSNs 1, 98, 195 */
     coalesce_all(a.s, 1000);
@@ -950,7 +958,8 @@ static void test_missing_records_found_and_repaired(void **state)
 
     /* Two in a row: the scrub sees the upper one; its repair reveals the
      * lower one. */
-    assert_int_equal(segment_store_drop_records(a.s, 1, 2, NULL, &n, &why),
+    assert_int_equal(segment_store_damage_records(a.s, SEGMENT_STORE_FAULT_DROP,
+                                                  1, 2, NULL, &n, &why),
                      HX_OK);
     assert_int_equal(n, 2);
     coalesce_all(a.s, 1000);
