@@ -132,27 +132,13 @@ int missing_repair(segment_store *s, size_t i, const Hexad__Record *r,
             missing_recompute(s, g);
         return HX_OK;
     }
-    size_t len = hexad__record__get_packed_size(r);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return HX_ERR_NOMEM;
-    hexad__record__pack(r, buf);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    uint8_t k[KEY_MAX_LEN], fl[4];
-    size_t kl = key_lsn(k, KEY_RECORD, w.vol, w.pg, r->lsn);
-    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
-    put_be32(fl, r->flags);
-    kl = key_page(k, w.vol, w.pg, r->page_no, r->lsn);
-    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)fl, 4);
-    if (r->flags & HX_RECORD_CPL) {
-        kl = key_lsn(k, KEY_CPL, w.vol, w.pg, r->lsn);
-        rocksdb_writebatch_put(wb, (const char *)k, kl, "", 0);
-    }
-    int rc = drop_versions_from(s, wb, g, r->page_no, r->lsn, why);
+    int rc = put_record_keys(wb, w.vol, w.pg, r);
+    if (rc == HX_OK)
+        rc = drop_versions_from(s, wb, g, r->page_no, r->lsn, why);
     if (rc == HX_OK)
         rc = store_write(s, wb, "a missing record", why);
     rocksdb_writebatch_destroy(wb);
-    free(buf);
     if (rc != HX_OK)
         return rc;
     repair_want_remove(s, i);

@@ -173,6 +173,28 @@ int segment_store_scrub(segment_store *s, size_t max_items,
 
 /* ---- repair ----------------------------------------------------------- */
 
+int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
+                    const Hexad__Record *r)
+{
+    size_t len = hexad__record__get_packed_size(r);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return HX_ERR_NOMEM;
+    hexad__record__pack(r, buf);
+    uint8_t k[KEY_MAX_LEN], fl[4];
+    size_t kl = key_lsn(k, KEY_RECORD, vol, pg, r->lsn);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
+    free(buf);
+    put_be32(fl, r->flags);
+    kl = key_page(k, vol, pg, r->page_no, r->lsn);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)fl, 4);
+    if (r->flags & HX_RECORD_CPL) {
+        kl = key_lsn(k, KEY_CPL, vol, pg, r->lsn);
+        rocksdb_writebatch_put(wb, (const char *)k, kl, "", 0);
+    }
+    return HX_OK;
+}
+
 static bool key_present(segment_store *s, const uint8_t *k, size_t kl)
 {
     char *val = NULL;
@@ -215,27 +237,11 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
         repair_want_remove(s, i);
         return HX_OK;
     }
-    size_t len = hexad__record__get_packed_size(r);
-    uint8_t *buf = malloc(len ? len : 1);
-    if (buf == NULL)
-        return HX_ERR_NOMEM;
-    hexad__record__pack(r, buf);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
-    /* The index keys as an append writes them (invariant 4 of the store);
-     * the originals are already there unless the index was hit too. */
-    uint8_t fl[4];
-    put_be32(fl, r->flags);
-    uint8_t pk[KEY_MAX_LEN];
-    size_t pkl = key_page(pk, vol, pg, r->page_no, r->lsn);
-    rocksdb_writebatch_put(wb, (const char *)pk, pkl, (const char *)fl, 4);
-    if (r->flags & HX_RECORD_CPL) {
-        pkl = key_lsn(pk, KEY_CPL, vol, pg, r->lsn);
-        rocksdb_writebatch_put(wb, (const char *)pk, pkl, "", 0);
-    }
-    int rc = store_write(s, wb, "a repaired record", why);
+    int rc = put_record_keys(wb, vol, pg, r);
+    if (rc == HX_OK)
+        rc = store_write(s, wb, "a repaired record", why);
     rocksdb_writebatch_destroy(wb);
-    free(buf);
     if (rc != HX_OK)
         return rc;
     repair_want_remove(s, i);

@@ -342,6 +342,10 @@ int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
  * records_missing) the first time it is seen. */
 void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
                      uint64_t page_no, uint64_t lsn);
+/* Puts record r and its index keys into wb, as an append writes them
+ * (segment_store.c invariant 4). HX_ERR_NOMEM. */
+int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
+                    const Hexad__Record *r);
 /* Index of a wanted item, SIZE_MAX when none; removes one. */
 size_t repair_want_find(const segment_store *s, int kind, uint32_t vol,
                         uint32_t pg, uint64_t page_no, uint64_t lsn);
