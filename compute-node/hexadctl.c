@@ -144,7 +144,7 @@ static void status_table(const hx_volume_status *st)
      * node's /metrics. */
     printf("\nnode  az     address              state  epoch records  bytes"
            "       gossip(rec) coal-lag journal wire  gc-bytes  cksum-bad "
-           "repairs\n");
+           "missing repairs\n");
     for (size_t i = 0; i < st->n_nodes; i++) {
         const struct hx_node_status *n = &st->nodes[i];
         if (!n->reachable) {
@@ -165,11 +165,11 @@ static void status_table(const hx_volume_status *st)
                 : 100;
         printf("%-5s %-6s %-20s up     %-5" PRIu64 " %-8" PRIu64 " %-11" PRIu64
                " %-11" PRIu64 " %-8" PRIu64 " %3u%%    %3u%%  %-9" PRIu64
-               " %-9" PRIu64 " %" PRIu64 "\n",
+               " %-9" PRIu64 " %-7" PRIu64 " %" PRIu64 "\n",
                n->id, n->az, n->addr, n->volume_epoch, n->records_received,
                n->bytes_received, n->gossip_records, n->coalesce_lag,
                journal_pct, wire_pct, n->gc_bytes_removed,
-               n->checksum_failures, n->repairs);
+               n->checksum_failures, n->records_missing, n->repairs);
     }
     printf("\nPG    PGCL        members (node/az: SCL)\n");
     for (size_t p = 0; p < st->n_pgs; p++) {
