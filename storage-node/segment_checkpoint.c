@@ -114,11 +114,12 @@ void journal_applied(segment_store *s)
     s->counters.checkpoints++;
 }
 
-int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
+int journal_put(segment_store *s, rocksdb_writebatch_t *wb, uint64_t *pos,
                 segment_store_why *why)
 {
     size_t len = 0;
     const char *rep = rocksdb_writebatch_data(wb, &len);
+    *pos = segment_journal_head(s->journal);
     int rc = segment_journal_append(s->journal, rep, len, why);
     if (rc == HX_ERR_BUSY) {
         /* The ring is full: the running checkpoint frees it, or one on

@@ -413,6 +413,30 @@ int segment_journal_append(segment_journal *j, const char *payload,
     return HX_OK;
 }
 
+int segment_journal_withdraw(segment_journal *j, uint64_t pos,
+                             segment_store_why *why)
+{
+    uint64_t head = atomic_load(&j->head);
+    if (pos < atomic_load(&j->tail) || pos >= head ||
+        head - pos < SEGMENT_JOURNAL_HEADER_BYTES) {
+        why_set(why, "journal %s: no entry to withdraw at %" PRIu64, j->path,
+                pos);
+        return HX_ERR_INVALID;
+    }
+    uint8_t zero[SEGMENT_JOURNAL_HEADER_BYTES] = {0};
+    struct iovec iov[1] = {{zero, sizeof zero}};
+    int e = ring_write(j, pos, iov, sizeof zero);
+    if (e == 0 && fdatasync(j->fd) != 0)
+        e = errno;
+    if (e != 0) {
+        why_set(why, "journal %s: withdrawing the entry at %" PRIu64
+                " failed: %s", j->path, pos, strerror(e));
+        return errno_rc(e);
+    }
+    atomic_store(&j->head, pos);
+    return HX_OK;
+}
+
 int segment_journal_replay(segment_journal *j,
                            int (*apply)(void *arg, const char *payload,
                                         size_t len),

@@ -78,6 +78,15 @@ int segment_journal_replay(segment_journal *j,
 int segment_journal_append(segment_journal *j, const char *payload,
                            size_t len, segment_store_why *why);
 
+/* Withdraws the newest entry, which begins at pos (the head before it was
+ * appended): zeroes its header on disk and fdatasyncs, so no replay
+ * finds it, then moves the head back to pos. For a batch the store could
+ * not apply after journaling it: replayed later, after batches written
+ * on top of the state without it, it would be applied out of order.
+ * HX_ERR_INVALID when pos is not the newest entry's; HX_ERR_IO. */
+int segment_journal_withdraw(segment_journal *j, uint64_t pos,
+                             segment_store_why *why);
+
 /* Moves the tail to upto (tail <= upto <= head, as read by the caller
  * before everything below upto was made durable elsewhere): writes the
  * superblock slot not written last and fdatasyncs it. HX_ERR_IO. */

@@ -89,6 +89,7 @@
 #include "quorum.h"
 #include "record.h"
 
+#include "segment_journal.h"
 #include "segment_store_internal.h"
 
 void why_set(segment_store_why *why, const char *fmt, ...)
@@ -760,41 +761,51 @@ void segment_store_close(segment_store *s)
     free(s);
 }
 
-/* One synced write (or an injected failure): journal, then RocksDB
- * (invariant 8). Should RocksDB refuse the batch after its journal entry
- * landed, the caller reports the failure and reloads memory, and the next
- * open replays the entry: an unacknowledged write that survives, as any
- * synced write may when a crash comes before its acknowledgement. */
+/* One synced write: journal, then RocksDB (invariant 8). Should RocksDB
+ * refuse the batch (or an injected failure stand in for it) after its
+ * journal entry landed, the entry is withdrawn before the caller reports
+ * the failure and reloads memory from RocksDB: left in the ring, a crash
+ * would replay it after the later batches had been built on the state
+ * without it (a truncation that found nothing to drop, a seal, appends),
+ * and apply it out of order. When even the withdrawal fails, the process
+ * stops: a restart replays the entry with nothing after it. */
 int store_write(segment_store *s, rocksdb_writebatch_t *wb,
                 const char *what, segment_store_why *why)
 {
     char *err = NULL;
     const char *msg = NULL;
+    uint64_t pos = 0;
+    segment_store_why jwhy = {0};
+    int rc = journal_put(s, wb, &pos, &jwhy);
+    if (rc != HX_OK) {
+        HX_ERROR("segment store: synced write of %s failed: %s (%s)", what,
+                 jwhy.msg, hx_strerror(rc));
+        why_set(why, "synced write of %s failed: %s", what, jwhy.msg);
+        return rc;
+    }
     if (s->inject_count > 0) {
         s->inject_count--;
         msg = s->inject_msg;
     } else {
-        segment_store_why jwhy = {0};
-        int rc = journal_put(s, wb, &jwhy);
-        if (rc != HX_OK) {
-            HX_ERROR("segment store: synced write of %s failed: %s (%s)",
-                     what, jwhy.msg, hx_strerror(rc));
-            why_set(why, "synced write of %s failed: %s", what, jwhy.msg);
-            return rc;
-        }
         rocksdb_write(s->db, s->wnowal, wb, &err);
         msg = err;
-        if (err == NULL)
-            journal_applied(s);
     }
-    if (msg == NULL)
+    if (msg == NULL) {
+        journal_applied(s);
         return HX_OK;
-    int rc = rocks_err(msg);
+    }
+    rc = rocks_err(msg);
     HX_ERROR("segment store: synced write of %s failed: %s (%s)", what, msg,
              hx_strerror(rc));
     why_set(why, "synced write of %s failed: %s", what, msg);
     if (err)
         rocksdb_free(err);
+    if (segment_journal_withdraw(s->journal, pos, &jwhy) != HX_OK) {
+        HX_ERROR("segment store %s: %s; stopping, so that a restart replays "
+                 "the entry before anything else is written", s->path,
+                 jwhy.msg);
+        abort();
+    }
     return rc;
 }
 

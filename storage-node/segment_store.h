@@ -243,7 +243,8 @@ uint64_t segment_store_scl(const segment_store *s, uint32_t volume,
 
 /* Fault injection (DESIGN.md "Faults are a feature"): the next `count`
  * synced writes fail as if RocksDB had returned `rocksdb_msg` (e.g.
- * "IO error: No space left on device"), without writing. count 0 clears. */
+ * "IO error: No space left on device") after their journal entry landed:
+ * RocksDB is not written and the entry is withdrawn. count 0 clears. */
 void segment_store_inject_write_error(segment_store *s, unsigned count,
                                       const char *rocksdb_msg);
 

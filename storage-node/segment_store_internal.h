@@ -269,10 +269,10 @@ int store_write(segment_store *s, rocksdb_writebatch_t *wb, const char *what,
  * size is replaced then. */
 int journal_open_and_replay(segment_store *s, const char *data_dir,
                             uint64_t journal_bytes, segment_store_why *why);
-/* Syncs wb's batch to the journal (waiting for room if the ring is full);
- * the caller then applies wb with wnowal and, once RocksDB took it, calls
- * journal_applied. */
-int journal_put(segment_store *s, rocksdb_writebatch_t *wb,
+/* Syncs wb's batch to the journal (waiting for room if the ring is full)
+ * at *pos; the caller then applies wb with wnowal and, once RocksDB took
+ * it, calls journal_applied, or else segment_journal_withdraw(pos). */
+int journal_put(segment_store *s, rocksdb_writebatch_t *wb, uint64_t *pos,
                 segment_store_why *why);
 /* After a journaled batch was applied to RocksDB: starts a checkpoint when
  * the ring fills up (on the caller's thread with checkpoint_inline). */

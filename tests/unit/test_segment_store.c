@@ -792,12 +792,10 @@ static void crash_child(const char *dir, int fd)
  * so it released that batch's entry while the batch sat in a memtable the
  * flush had not taken; the crash then lost it, and the SCL persisted by
  * the three batches after it still covered its record. */
-static void test_crash_after_checkpoint(void **state)
+/* Runs this program as `mode dir` in a child process that ends by
+ * SIGKILL after writing a number to its stdout; returns that number. */
+static uint32_t run_crash_child(const char *mode, const char *dir)
 {
-    (void)state;
-    char dir[64];
-    snprintf(dir, sizeof dir, "/tmp/hx_test_ckpt_crash_XXXXXX");
-    assert_non_null(mkdtemp(dir));
     int p[2];
     assert_int_equal(pipe(p), 0);
     pid_t pid = fork();
@@ -806,7 +804,7 @@ static void test_crash_after_checkpoint(void **state)
         close(p[0]);
         if (dup2(p[1], STDOUT_FILENO) < 0)
             _exit(7);
-        execl("/proc/self/exe", "test_segment_store", "--crash-child", dir,
+        execl("/proc/self/exe", "test_segment_store", mode, dir,
               (char *)NULL);
         _exit(8);
     }
@@ -820,6 +818,16 @@ static void test_crash_after_checkpoint(void **state)
         fail_msg("the child did not die by SIGKILL (exit status %d)",
                  WIFEXITED(st) ? WEXITSTATUS(st) : -1);
     assert_int_equal(got, sizeof n);
+    return n;
+}
+
+static void test_crash_after_checkpoint(void **state)
+{
+    (void)state;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/hx_test_ckpt_crash_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    uint32_t n = run_crash_child("--crash-child", dir);
     assert_true(n > 3);
 
     segment_store *s = NULL;
@@ -840,6 +848,64 @@ static void test_crash_after_checkpoint(void **state)
                          "before the crash but is not applied after it", i, n,
                          crash_page(i));
     }
+    segment_store_close(s);
+    hx_test_rm_tree(dir);
+}
+
+/* The child of test_failed_write_not_replayed: record 1; then record 2
+ * on page 7, whose synced write fails after its journal entry landed;
+ * then record 2 again, now on page 8, and record 3 on page 8; SIGKILL. */
+static void withdrawn_child(const char *dir)
+{
+    segment_store *s = NULL;
+    if (segment_store_open(dir, "s1", &hx_test_store_options, &s, NULL) !=
+        HX_OK)
+        _exit(3);
+    segment_store_append_result res;
+    if (append(s, HDR(0), &res, 1, R(1, 0, 1, 'a')) != HX_OK ||
+        res.rc != HX_OK)
+        _exit(4);
+    segment_store_inject_write_error(s, 1, "IO error: EIO");
+    append(s, HDR(0), &res, 1, mkrec(2, 1, 7, 0, 1, 0, 'x', 4));
+    if (res.rc == HX_OK)
+        _exit(5);
+    if (append(s, HDR(0), &res, 1, mkrec(2, 1, 8, 0, 1, 0, 'y', 4)) !=
+            HX_OK || res.rc != HX_OK ||
+        append(s, HDR(0), &res, 1, mkrec(3, 2, 8, 0, 1, 8, 'z', 4)) !=
+            HX_OK || res.rc != HX_OK)
+        _exit(6);
+    uint32_t scl = (uint32_t)segment_store_scl(s, VOL, 0);
+    if (write(STDOUT_FILENO, &scl, sizeof scl) != sizeof scl)
+        _exit(7);
+    raise(SIGKILL);
+}
+
+/* A synced write that RocksDB refused after its journal entry landed is
+ * not replayed after a crash (segment_store.c store_write): the entry is
+ * withdrawn. Replayed, it would come before the writes made on the state
+ * without it: here record 2 of page 7, whose index key would survive the
+ * later record 2 of page 8 and give page 7 a record it never had. */
+static void test_failed_write_not_replayed(void **state)
+{
+    (void)state;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/hx_test_withdrawn_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    assert_int_equal(run_crash_child("--crash-child-withdrawn", dir), 3);
+    segment_store *s = NULL;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_open(dir, "s1", &hx_test_store_options, &s,
+                                        &why), HX_OK);
+    assert_int_equal(segment_store_scl(s, VOL, 0), 3);
+    uint8_t img[PAGE_SIZE], zero[PAGE_SIZE] = {0};
+    uint64_t page_lsn = 0;
+    read_page(s, 0, 7, 3, img, &page_lsn);
+    assert_int_equal(page_lsn, 0);
+    assert_memory_equal(img, zero, PAGE_SIZE);
+    read_page(s, 0, 8, 3, img, &page_lsn);
+    assert_int_equal(page_lsn, 3);
+    assert_memory_equal(img, "yyyy", 4);
+    assert_memory_equal(img + 8, "zzzz", 4);
     segment_store_close(s);
     hx_test_rm_tree(dir);
 }
@@ -1219,6 +1285,8 @@ int main(int argc, char **argv)
     hx_log_init("test_segment_store", HX_LOG_WARN);
     if (argc == 3 && strcmp(argv[1], "--crash-child") == 0)
         crash_child(argv[2], STDOUT_FILENO);
+    if (argc == 3 && strcmp(argv[1], "--crash-child-withdrawn") == 0)
+        withdrawn_child(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_out_of_order_duplicates_holes,
                                         setup, teardown),
@@ -1251,6 +1319,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_setup_teardown(test_record_count_survives_reopen,
                                         setup, teardown),
         cmocka_unit_test(test_crash_after_checkpoint),
+        cmocka_unit_test(test_failed_write_not_replayed),
         cmocka_unit_test_setup_teardown(test_gossip_read_chain_ingest, setup,
                                         teardown),
     };
