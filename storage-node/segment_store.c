@@ -535,7 +535,20 @@ int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
     return HX_OK;
 }
 
-/* Replaces the in-memory volume by what disk holds (or drops it). */
+/* A reload that cannot read back what disk holds leaves memory without
+ * the object, and the next write would recreate it from scratch over its
+ * metadata on disk (a fresh epoch, an empty chain): the process stops
+ * instead, and a restart loads everything from disk. */
+static void reload_failed(const segment_store *s, const char *what)
+{
+    HX_ERROR("segment store %s: %s cannot be read back after a failed "
+             "write; stopping, so that a restart loads it from disk",
+             s->path, what);
+    abort();
+}
+
+/* Replaces the in-memory volume by what disk holds (or drops it when disk
+ * has none). */
 static void vol_reload(segment_store *s, uint32_t vol)
 {
     uint8_t k[KEY_MAX_LEN];
@@ -543,11 +556,13 @@ static void vol_reload(segment_store *s, uint32_t vol)
     char *val = NULL;
     size_t vl = 0;
     vol_remove(s, vol);
-    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
+    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK)
+        reload_failed(s, "a volume's metadata");
+    if (val == NULL)
         return;
     volume *v = NULL;
-    if (volume_from_meta(vol, val, vl, &v) == HX_OK && vol_insert(s, v) != HX_OK)
-        free(v);
+    if (volume_from_meta(vol, val, vl, &v) != HX_OK || vol_insert(s, v) != HX_OK)
+        reload_failed(s, "a volume's metadata");
     rocksdb_free(val);
 }
 
@@ -561,16 +576,18 @@ static void seg_reload(segment_store *s, uint32_t vol, uint32_t pg)
     size_t kl = key_segment(k, vol, pg);
     char *val = NULL;
     size_t vl = 0;
-    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
+    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK)
+        reload_failed(s, "a segment's metadata");
+    if (val == NULL)
         return;
     segment *g = NULL;
     segment_store_why why = {0};
     if (segment_from_meta(s, vol, pg, val, vl, &g, &why) != HX_OK) {
-        HX_ERROR("segment %u/%u cannot be reloaded (%s): not served until "
-                 "restart", vol, pg, why.msg);
-    } else if (seg_insert(s, g) != HX_OK) {
-        seg_destroy(g);
+        HX_ERROR("segment %u/%u cannot be reloaded: %s", vol, pg, why.msg);
+        reload_failed(s, "a segment");
     }
+    if (seg_insert(s, g) != HX_OK)
+        reload_failed(s, "a segment (out of memory)");
     rocksdb_free(val);
 }
 
