@@ -5,6 +5,7 @@
 
 #include <sodium.h>
 
+#include "crc32c.h"
 #include "hx_err.h"
 
 #define CHECKSUM_BYTES 16 /* generichash minimum; folded to 64 bits */
@@ -17,14 +18,6 @@ static uint64_t fold(const uint8_t h[CHECKSUM_BYTES])
     return a ^ b;
 }
 
-static void put_u64(crypto_generichash_state *st, uint64_t v)
-{
-    uint8_t b[8];
-    for (int i = 0; i < 8; i++)
-        b[i] = (uint8_t)(v >> (8 * i));
-    crypto_generichash_update(st, b, sizeof b);
-}
-
 uint64_t hx_checksum(const void *data, size_t len)
 {
     uint8_t h[CHECKSUM_BYTES];
@@ -32,27 +25,64 @@ uint64_t hx_checksum(const void *data, size_t len)
     return fold(h);
 }
 
-uint64_t hx_record_checksum(const Hexad__Record *r)
+typedef void (*feed_fn)(void *st, const uint8_t *b, size_t n);
+
+static void feed_u64(feed_fn feed, void *st, uint64_t v)
+{
+    uint8_t b[8];
+    for (int i = 0; i < 8; i++)
+        b[i] = (uint8_t)(v >> (8 * i));
+    feed(st, b, sizeof b);
+}
+
+/* Feeds every field of r but the checksum, in the fixed little-endian
+ * layout both checksums cover (so a re-encoded record keeps its own). */
+static void record_fields(const Hexad__Record *r, feed_fn feed, void *st)
+{
+    feed_u64(feed, st, r->lsn);
+    feed_u64(feed, st, r->prev_lsn);
+    feed_u64(feed, st, r->page_no);
+    feed_u64(feed, st, r->flags);
+    feed_u64(feed, st, r->commit_time_us);
+    feed_u64(feed, st, r->epoch);
+    feed_u64(feed, st, r->n_patches);
+    for (size_t i = 0; i < r->n_patches; i++) {
+        const Hexad__Patch *p = r->patches[i];
+        feed_u64(feed, st, p->offset);
+        feed_u64(feed, st, p->data.len);
+        if (p->data.len > 0)
+            feed(st, p->data.data, p->data.len);
+    }
+}
+
+static void feed_blake2b(void *st, const uint8_t *b, size_t n)
+{
+    crypto_generichash_update(st, b, n);
+}
+
+static void feed_crc32c(void *st, const uint8_t *b, size_t n)
+{
+    uint32_t *crc = st;
+    *crc = hx_crc32c(*crc, b, n);
+}
+
+/* What records sealed before the CRC-32C carry: a BLAKE2b digest folded
+ * to 64 bits. */
+static uint64_t legacy_checksum(const Hexad__Record *r)
 {
     crypto_generichash_state st;
     crypto_generichash_init(&st, NULL, 0, CHECKSUM_BYTES);
-    put_u64(&st, r->lsn);
-    put_u64(&st, r->prev_lsn);
-    put_u64(&st, r->page_no);
-    put_u64(&st, r->flags);
-    put_u64(&st, r->commit_time_us);
-    put_u64(&st, r->epoch);
-    put_u64(&st, r->n_patches);
-    for (size_t i = 0; i < r->n_patches; i++) {
-        const Hexad__Patch *p = r->patches[i];
-        put_u64(&st, p->offset);
-        put_u64(&st, p->data.len);
-        if (p->data.len > 0)
-            crypto_generichash_update(&st, p->data.data, p->data.len);
-    }
+    record_fields(r, feed_blake2b, &st);
     uint8_t h[CHECKSUM_BYTES];
     crypto_generichash_final(&st, h, sizeof h);
     return fold(h);
+}
+
+uint64_t hx_record_checksum(const Hexad__Record *r)
+{
+    uint32_t crc = 0;
+    record_fields(r, feed_crc32c, &crc);
+    return crc;
 }
 
 void hx_record_seal(Hexad__Record *r)
@@ -62,7 +92,10 @@ void hx_record_seal(Hexad__Record *r)
 
 int hx_record_verify(const Hexad__Record *r)
 {
-    return hx_record_checksum(r) == r->checksum ? HX_OK : HX_ERR_CHECKSUM;
+    return hx_record_checksum(r) == r->checksum ||
+                   legacy_checksum(r) == r->checksum
+               ? HX_OK
+               : HX_ERR_CHECKSUM;
 }
 
 int hx_record_apply(const Hexad__Record *r, uint8_t *page, uint32_t page_size)
