@@ -13,11 +13,11 @@
  * and its journal entry would be released all the same. A crash then lost
  * an acknowledged batch while the segment's persisted SCL, carried by
  * later batches, still covered it: a node served a page without one of
- * its records (seen once in test_writer_crash; test_checkpoint_crash
+ * its records (seen once in test_writer_crash; test_crash_after_checkpoint
  * replays it). Checkpoints run on a thread of their own, one at a time,
  * once a quarter of the ring is in use, so appends seldom find the ring
- * full; when one does, it waits for the checkpoint (or runs one, on its
- * own thread, before appending: everything in the journal is applied).
+ * full; when one does, it waits for the checkpoint (or runs one on the
+ * writing thread before appending: everything journaled is applied).
  *
  * Replay is safe to repeat: batches hold only puts and deletes of whole
  * values, so applying a suffix of the journal again, in order, over a
