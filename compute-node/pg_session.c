@@ -56,6 +56,8 @@
 #include <string.h>
 
 #include "hx_err.h"
+#include "sql_shape.h"
+#include "stmt_cache.h"
 
 #define PG_SERVER_VERSION "15.0 (hexad)"
 #define SQLSTATE_PROTOCOL_VIOLATION "08P01"
@@ -81,6 +83,8 @@ struct pg_session {
     char *database;          /* owned */
     char *app_name;          /* owned; startup application_name or "" */
     sqlite3 *db;             /* from o.db_open; invariant 1 */
+    stmt_cache *stmts;       /* NULL (out of memory): prepare every time */
+    sql_shape *shape;        /* scratch for run_statement(); with stmts */
     bool failed;             /* invariant 3 */
     bool txn_wrote;          /* invariant 4 */
     bool skip_until_sync;    /* invariant 5 */
@@ -552,9 +556,11 @@ static int put_data_row(pgw_buf *out, sqlite3_stmt *st, int ncols)
  * negative hexad error from the output buffer (nothing reported). */
 static int step_statement(sqlite3_stmt *st, pgw_buf *out, long long *rows)
 {
-    int ncols = sqlite3_column_count(st);
     *rows = 0;
     int rc = sqlite3_step(st);
+    /* Counted after the first step: a cached statement whose schema
+     * changed is compiled again inside it ("select *" after ADD COLUMN). */
+    int ncols = sqlite3_column_count(st);
     if (ncols > 0 && (rc == SQLITE_ROW || rc == SQLITE_DONE)) {
         if (ncols > INT16_MAX)
             return SQLITE_TOOBIG;
@@ -572,18 +578,69 @@ static int step_statement(sqlite3_stmt *st, pgw_buf *out, long long *rows)
     return rc == SQLITE_DONE ? 0 : rc;
 }
 
+/* The cached statement for text, or NULL: prepare one for this run. */
+static sqlite3_stmt *cached_stmt(pg_session *s, const char *text, size_t len)
+{
+    return s->stmts != NULL ? stmt_cache_get(s->stmts, text, len) : NULL;
+}
+
+/* Done with st: a cached statement is reset and unbound for its next run
+ * (stmt_cache.h), or dropped after an error, which may come from a schema
+ * it was compiled against; any other is finalized. */
+static void release_stmt(pg_session *s, sqlite3_stmt *st, bool cached,
+                         bool failed)
+{
+    if (!cached) {
+        sqlite3_finalize(st);
+    } else if (failed) {
+        stmt_cache_drop(s->stmts, st);
+    } else {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+}
+
+/* Binds a shape's literals in order. The unquoted text of a literal is
+ * bound in place: it lives in the client's query, which outlives the run,
+ * and release_stmt() unbinds it. */
+static int bind_literals(sqlite3_stmt *st, const sql_shape *sh)
+{
+    if ((size_t)sqlite3_bind_parameter_count(st) != sh->n_literals)
+        return SQLITE_RANGE;
+    for (size_t i = 0; i < sh->n_literals; i++) {
+        const sql_literal *l = &sh->literals[i];
+        int idx = (int)i + 1, rc;
+        if (l->kind == SQL_LITERAL_INT) {
+            rc = sqlite3_bind_int64(st, idx, l->value);
+        } else if (!l->doubled) {
+            rc = sqlite3_bind_text64(st, idx, l->text, l->len, SQLITE_STATIC,
+                                     SQLITE_UTF8);
+        } else {
+            char *b = malloc(l->len + 1);
+            if (b == NULL)
+                return SQLITE_NOMEM;
+            size_t n = sql_literal_text(l, b);
+            rc = sqlite3_bind_text64(st, idx, b, n, free, SQLITE_UTF8);
+        }
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
 /* Runs canonical SQL (transaction control) on the connection. Returns an
  * SQLite result code. */
 static int exec_simple(pg_session *s, const char *sql)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+    sqlite3_stmt *st = cached_stmt(s, sql, strlen(sql));
+    bool cached = st != NULL;
+    int rc = cached ? SQLITE_OK : sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE || rc == SQLITE_ROW)
             rc = SQLITE_OK;
     }
-    sqlite3_finalize(st);
+    release_stmt(s, st, cached, false);
     return rc;
 }
 
@@ -783,20 +840,35 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
         return STMT_FAILED;
     }
 
-    sqlite3_stmt *st = NULL;
-    const char *tail = NULL;
-    int rc = sqlite3_prepare_v2(s->db, p, -1, &st, &tail);
-    if (rc != SQLITE_OK) {
-        /* The tail is unreliable after a failed prepare; the rest of the
-         * string is skipped anyway. */
-        *pp = p + strlen(p);
-        put_sqlite_error(s, out, rc, p, end);
-        note_failure(s, in_block);
-        return STMT_FAILED;
+    /* A statement of a known shape runs its cached program with this
+     * text's literals bound (sql_shape.h); any other is prepared. */
+    bool shaped = s->stmts != NULL && sql_shape_of(p, end, s->shape);
+    sqlite3_stmt *st = shaped ? cached_stmt(s, s->shape->text, s->shape->len)
+                              : NULL;
+    bool cached = st != NULL;
+    if (cached && bind_literals(st, s->shape) != SQLITE_OK) {
+        release_stmt(s, st, true, true);
+        st = NULL;
+        cached = false;
     }
-    *pp = tail;
-    if (st == NULL) /* only comments: nothing to run */
-        return STMT_OK;
+    int rc;
+    if (cached) {
+        *pp = *end ? end + 1 : end;
+    } else {
+        const char *tail = NULL;
+        rc = sqlite3_prepare_v2(s->db, p, -1, &st, &tail);
+        if (rc != SQLITE_OK) {
+            /* The tail is unreliable after a failed prepare; the rest of
+             * the string is skipped anyway. */
+            *pp = p + strlen(p);
+            put_sqlite_error(s, out, rc, p, end);
+            note_failure(s, in_block);
+            return STMT_FAILED;
+        }
+        *pp = tail;
+        if (st == NULL) /* only comments: nothing to run */
+            return STMT_OK;
+    }
 
     size_t mark = out->len;
     long long rows = 0;
@@ -806,7 +878,7 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
         /* The result overflowed out (or memory ran out): drop the partial
          * result, abandon the statement, report it instead. */
         int err = rc;
-        sqlite3_finalize(st);
+        release_stmt(s, st, cached, true);
         pgw_buf_truncate(out, mark);
         if (err == HX_ERR_TOO_BIG)
             pgw_put_error(out, "ERROR", SQLSTATE_PROGRAM_LIMIT,
@@ -820,13 +892,17 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
     }
     if (rc != SQLITE_OK) {
         put_sqlite_error(s, out, rc, p, end); /* before finalize clears it */
-        sqlite3_finalize(st);
+        release_stmt(s, st, cached, true);
         note_failure(s, in_block);
         return STMT_FAILED;
     }
-    sqlite3_finalize(st);
+    release_stmt(s, st, cached, false);
     if (writes)
         s->txn_wrote = true;
+    /* A statement that is not a shape may have changed the schema, and so
+     * made a shape that failed to prepare valid. */
+    if (!shaped && s->stmts != NULL)
+        stmt_cache_forget_failures(s->stmts);
 
     if (k == STMT_ROLLBACK_TO) {
         s->failed = false;
@@ -899,6 +975,12 @@ static int enter_ready(pg_session *s, pgw_buf *out)
         return fatal(s, out, SQLSTATE_IO_ERROR, msg);
     }
     s->db = db;
+    s->stmts = stmt_cache_create(db);
+    s->shape = s->stmts != NULL ? malloc(sizeof(*s->shape)) : NULL;
+    if (s->shape == NULL) {
+        stmt_cache_destroy(s->stmts);
+        s->stmts = NULL;
+    }
     pgw_put_auth_ok(out);
     put_parameters(s, out);
     pgw_put_backend_key(out, s->o.backend_pid, s->o.secret_key);
@@ -1081,6 +1163,8 @@ void pg_session_destroy(pg_session *s)
 {
     if (s == NULL)
         return;
+    stmt_cache_destroy(s->stmts); /* before the close: it finalizes */
+    free(s->shape);
     if (s->db && s->o.db_close)
         s->o.db_close(s->o.arg, s->db);
     free(s->password);

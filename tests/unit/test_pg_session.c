@@ -62,7 +62,8 @@ static void fx_db_close(void *arg, sqlite3 *db)
 {
     fx *f = arg;
     f->close_calls++;
-    sqlite3_close(db);
+    /* Refused while any statement is left unfinalized (the cache's). */
+    assert_int_equal(sqlite3_close(db), SQLITE_OK);
 }
 
 static int fx_before_reply(void *arg, pg_session *s, bool wrote, char *why,
@@ -1186,6 +1187,138 @@ static void test_pgbench_tpcb_like(void **state)
     fx_free(f);
 }
 
+/* Statements that differ only in their values share a cached program
+ * (sql_shape.h, stmt_cache.h): each run must see its own values. */
+static void test_cached_statements_bind_each_run(void **state)
+{
+    (void)state;
+    fx *f = connected();
+    feed_query(f, "create table kv(k int primary key, v text)");
+    expect(f, "CZ");
+    const char *vals[] = { "it''s", "", "plain", "x;y", "--not a comment" };
+    const char *want[] = { "it's", "", "plain", "x;y", "--not a comment" };
+    char sql[256];
+    for (int i = 0; i < 5; i++) {
+        snprintf(sql, sizeof(sql), "insert into kv values (%d, '%s')",
+                 i - 2, vals[i]);
+        feed_query(f, sql);
+        msgs *ms = expect(f, "CZ");
+        assert_string_equal(tag(&ms->m[0]), "INSERT 0 1");
+    }
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 5; i++) {
+            snprintf(sql, sizeof(sql), "select k, v from kv where k = %d",
+                     i - 2);
+            feed_query(f, sql);
+            msgs *ms = expect(f, "TDCZ");
+            snprintf(sql, sizeof(sql), "%d", i - 2);
+            assert_string_equal(col(&ms->m[1], 0), sql);
+            assert_string_equal(col(&ms->m[1], 1), want[i]);
+        }
+    }
+    /* A value too big to bind stays text and means what SQLite says. */
+    feed_query(f, "select 18446744073709551616 + 0 from kv where k = 0");
+    msgs *ms = expect(f, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "1.8446744073709552e+19");
+
+    /* Updates see their own values too, in and out of a block. */
+    feed_query(f, "begin; update kv set v = 'a' where k = 1; "
+                  "update kv set v = 'b' where k = 2; commit");
+    expect(f, "CCCCZ");
+    feed_query(f, "select group_concat(v, ',') from kv where k >= 1");
+    ms = expect(f, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "a,b");
+    fx_free(f);
+}
+
+/* Literals that name or pick result columns stay literals. */
+static void test_literal_columns_and_order_by_position(void **state)
+{
+    (void)state;
+    fx *f = connected();
+    feed_query(f, "create table t(a int, b int);"
+                  "insert into t values (1, 30), (2, 20), (3, 10)");
+    expect(f, "CCZ");
+    const char *name;
+    for (int i = 0; i < 2; i++) {
+        feed_query(f, i ? "select 7, 'x' from t where a = 2"
+                        : "select 7, 'x' from t where a = 1");
+        msgs *ms = expect(f, "TDCZ");
+        desc_oid(&ms->m[0], 0, &name);
+        assert_string_equal(name, "7");
+        desc_oid(&ms->m[0], 1, &name);
+        assert_string_equal(name, "'x'");
+    }
+    /* ORDER BY 2 sorts by b, not by the constant 2. */
+    feed_query(f, "select a, b from t where a > 0 order by 2");
+    msgs *ms = expect(f, "TDDDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "3");
+    assert_string_equal(col(&ms->m[3], 0), "1");
+    feed_query(f, "select a, b from t where a > 0 order by 1");
+    ms = expect(f, "TDDDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "1");
+    feed_query(f, "insert into t values (4, 0) returning a, 5");
+    ms = expect(f, "TDCZ");
+    desc_oid(&ms->m[0], 1, &name);
+    assert_string_equal(name, "5");
+    fx_free(f);
+}
+
+/* A cached program follows schema changes, and a shape that failed runs
+ * once the table exists. */
+static void test_cached_statements_follow_schema(void **state)
+{
+    (void)state;
+    fx *f = connected();
+    feed_query(f, "select * from s where a = 1");
+    msgs *ms = expect(f, "EZ");
+    assert_string_equal(field(&ms->m[0], 'C'), "42P01");
+    feed_query(f, "create table s(a int); insert into s values (1)");
+    expect(f, "CCZ");
+    feed_query(f, "select * from s where a = 1");
+    ms = expect(f, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "1");
+
+    feed_query(f, "alter table s add column b text default 'new'");
+    expect(f, "CZ");
+    feed_query(f, "select * from s where a = 1");
+    ms = expect(f, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 1), "new");
+
+    feed_query(f, "drop table s");
+    expect(f, "CZ");
+    feed_query(f, "select * from s where a = 1");
+    ms = expect(f, "EZ");
+    assert_string_equal(field(&ms->m[0], 'C'), "42P01");
+    fx_free(f);
+}
+
+/* A cached statement that fails leaves nothing open: the next run of the
+ * same shape works, and the block state is PostgreSQL's. */
+static void test_cached_statement_error(void **state)
+{
+    (void)state;
+    fx *f = connected();
+    feed_query(f, "create table u(k int primary key)");
+    expect(f, "CZ");
+    feed_query(f, "insert into u values (1)");
+    expect(f, "CZ");
+    feed_query(f, "insert into u values (1)");
+    msgs *ms = expect(f, "EZ");
+    assert_string_equal(field(&ms->m[0], 'C'), "23505");
+    assert_int_equal(rfq(&ms->m[1]), 'I');
+    feed_query(f, "insert into u values (2)");
+    ms = expect(f, "CZ");
+    assert_string_equal(tag(&ms->m[0]), "INSERT 0 1");
+    feed_query(f, "begin; insert into u values (2)");
+    ms = expect(f, "CEZ");
+    assert_int_equal(rfq(&ms->m[2]), 'E');
+    feed_query(f, "rollback; select count(*) from u where k > 0");
+    ms = expect(f, "CTDCZ");
+    assert_string_equal(col(&ms->m[2], 0), "2");
+    fx_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1218,6 +1351,10 @@ int main(void)
         cmocka_unit_test(test_result_too_large),
         cmocka_unit_test(test_copy_refused),
         cmocka_unit_test(test_pgbench_tpcb_like),
+        cmocka_unit_test(test_cached_statements_bind_each_run),
+        cmocka_unit_test(test_literal_columns_and_order_by_position),
+        cmocka_unit_test(test_cached_statements_follow_schema),
+        cmocka_unit_test(test_cached_statement_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
