@@ -45,7 +45,8 @@
  *      (this process is the volume's only writer).
  *   6. At most one file holds a lock above SHARED; a file holds EXCLUSIVE
  *      only while no other file holds SHARED; no new SHARED is granted while
- *      a file holds PENDING or EXCLUSIVE.
+ *      a file holds PENDING or EXCLUSIVE, nor, while any file holds the
+ *      writer lock, to a file that intends to write (hx_vfs_intend_write).
  *   7. Only the main database goes to the store; journals are in memory,
  *      temporary files go to the default VFS, WAL is refused.
  *
@@ -270,6 +271,7 @@ struct vfs_file {
     uint64_t busy_gen;        /* under vfs->mu: unlock_gen at the last refusal */
     int busy_for_writer;      /* under vfs->mu: refused because another writes */
     uint64_t busy_since_ms;   /* connection thread: start of the current wait */
+    int write_intent;         /* under vfs->mu: hx_vfs_intend_write() */
     uint8_t *scratch;  /* page_size bytes: commit base images */
 };
 
@@ -864,8 +866,15 @@ static int vfs_main_lock(sqlite3_file *file, int level)
         goto out;
     f->busy_for_writer = 0;
     if (level == SQLITE_LOCK_SHARED) {
-        if (v->writer && v->writer->lock >= SQLITE_LOCK_PENDING) {
+        /* A connection about to write (hx_vfs_intend_write) waits for the
+         * writer without SHARED: it could not write before the writer
+         * leaves anyway, its SHARED would hold the writer's commit in
+         * PENDING, and as a writer-lock waiter it is woken alone, not
+         * with every refused reader. */
+        if (v->writer && (v->writer->lock >= SQLITE_LOCK_PENDING ||
+                          f->write_intent)) {
             rc = SQLITE_BUSY;
+            f->busy_for_writer = f->write_intent;
             goto out;
         }
         v->n_shared++;
@@ -1533,6 +1542,16 @@ static vfs_file *vfs_db_file(sqlite3 *db)
         return NULL;
     return file && file->pMethods == &vfs_main_methods ? (vfs_file *)file
                                                        : NULL;
+}
+
+void hx_vfs_intend_write(sqlite3 *db, int on)
+{
+    vfs_file *f = vfs_db_file(db);
+    if (!f)
+        return;
+    pthread_mutex_lock(&f->vfs->mu);
+    f->write_intent = on;
+    pthread_mutex_unlock(&f->vfs->mu);
 }
 
 uint64_t hx_vfs_last_commit_lsn(sqlite3 *db)

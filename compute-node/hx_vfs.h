@@ -57,6 +57,13 @@ int hx_vfs_unregister(const char *name);
  * On failure *db is NULL. Close with sqlite3_close(). */
 int hx_vfs_open_db(const char *vfsname, sqlite3 **db);
 
+/* Says whether the statement db runs next may write (on) or not; a no-op
+ * when db is not on a hexad VFS. While on, the connection asks for no
+ * SHARED lock as long as another connection holds the writer lock: it
+ * waits for that writer as one of the writer-lock waiters (woken one at a
+ * time, and counted for HX_MTR_MORE_COMING). Readers are unaffected. */
+void hx_vfs_intend_write(sqlite3 *db, int on);
+
 /* LSN of the last transaction this connection committed through a hexad
  * VFS, 0 if none (or if db's main file is not on a hexad VFS). A client's
  * commit reply waits for store->wait_durable(this LSN). */

@@ -56,6 +56,7 @@
 #include <string.h>
 
 #include "hx_err.h"
+#include "hx_vfs.h"
 #include "sql_shape.h"
 #include "stmt_cache.h"
 
@@ -873,7 +874,11 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
     size_t mark = out->len;
     long long rows = 0;
     bool writes = !sqlite3_stmt_readonly(st);
+    if (writes)
+        hx_vfs_intend_write(s->db, 1);
     rc = step_statement(st, out, &rows);
+    if (writes)
+        hx_vfs_intend_write(s->db, 0);
     if (rc < 0) {
         /* The result overflowed out (or memory ran out): drop the partial
          * result, abandon the statement, report it instead. */

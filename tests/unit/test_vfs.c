@@ -807,6 +807,83 @@ static void test_commit_says_more_are_coming(void **state)
     sqlite3_close(db);
 }
 
+/* hx_vfs_intend_write: a connection about to write waits for the writer
+ * lock as a writer-lock waiter even when it is refused SHARED (the writer
+ * is committing, in PENDING behind a reader): so it is woken alone when
+ * the writer leaves, and the writer's commit says another is coming. */
+typedef struct {
+    sqlite3 *db;       /* NULL: open one on vfs */
+    const char *vfs;
+    const char *sql;
+    int intend;
+    int rc;
+} exec_arg;
+
+static void *exec_main(void *p)
+{
+    exec_arg *a = p;
+    sqlite3 *db = a->db;
+    a->rc = SQLITE_CANTOPEN;
+    if (db == NULL && hx_vfs_open_db(a->vfs, &db) != HX_OK)
+        return NULL;
+    hx_vfs_intend_write(db, a->intend);
+    a->rc = sqlite3_exec(db, a->sql, NULL, NULL, NULL);
+    if (a->db == NULL)
+        sqlite3_close(db);
+    return NULL;
+}
+
+static void test_intending_writer_waits_for_writer(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    sqlite3 *reader = open_db(f->name);
+    sqlite3 *probe = open_db(f->name);
+    /* Opened before the writer commits: opening reads the database. */
+    sqlite3 *intending = open_db(f->name);
+    create_accounts(db);
+    sqlite3_busy_timeout(probe, 0);
+
+    exec_ok(reader, "BEGIN");
+    assert_int_equal(query_int(reader, "SELECT bal FROM acct WHERE id = 1"),
+                     100);
+    /* The writer's COMMIT holds PENDING until the reader ends. */
+    exec_arg w = {NULL, f->name, "BEGIN; UPDATE acct SET bal = bal - 7 "
+                           "WHERE id = 1; UPDATE acct SET bal = bal + 7 "
+                           "WHERE id = 2; COMMIT", 0, -1};
+    pthread_t wt, it;
+    assert_int_equal(pthread_create(&wt, NULL, exec_main, &w), 0);
+    int pending = 0;
+    for (int i = 0; i < 5000 && !pending; i++) {
+        pending = exec_rc(probe, "SELECT count(*) FROM acct") == SQLITE_BUSY;
+        if (!pending)
+            usleep(1000);
+    }
+    assert_true(pending);
+
+    exec_arg in = {intending, f->name, "UPDATE acct SET bal = bal + 1 WHERE id = 3; "
+                            "UPDATE acct SET bal = bal - 1 WHERE id = 4",
+                   1, -1};
+    assert_int_equal(pthread_create(&it, NULL, exec_main, &in), 0);
+    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
+        usleep(1000);
+    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+
+    exec_ok(reader, "COMMIT");
+    pthread_join(wt, NULL);
+    pthread_join(it, NULL);
+    assert_int_equal(w.rc, SQLITE_OK);
+    assert_int_equal(in.rc, SQLITE_OK);
+    assert_int_equal(stats_of(f->name).mtrs_more_coming, 1);
+    assert_int_equal(query_int(db, "SELECT bal FROM acct WHERE id = 1"), 93);
+    assert_int_equal(query_int(db, "SELECT bal FROM acct WHERE id = 3"), 101);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1000);
+    sqlite3_close(intending);
+    sqlite3_close(probe);
+    sqlite3_close(reader);
+    sqlite3_close(db);
+}
+
 /* Locks: an open read transaction keeps the writer from committing; it
  * commits once the reader ends, and the reader then sees the change. */
 static void test_reader_blocks_commit(void **state)
@@ -1036,6 +1113,7 @@ int main(void)
         T(test_many_writers_wake_one),
         T(test_writer_and_reader_threads),
         T(test_commit_says_more_are_coming),
+        T(test_intending_writer_waits_for_writer),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
                                         fx_setup_1k, fx_teardown),
