@@ -96,6 +96,7 @@ static void status_json(const hx_volume_status *st)
                ",\"scrub_passes\":%" PRIu64
                ",\"checksum_failures\":%" PRIu64 ",\"repairs\":%" PRIu64
                ",\"records_missing\":%" PRIu64
+               ",\"segments_unverified\":%" PRIu64
                ",\"checkpoints\":%" PRIu64
                ",\"journal_used_bytes\":%" PRIu64
                ",\"journal_bytes\":%" PRIu64
@@ -110,7 +111,8 @@ static void status_json(const hx_volume_status *st)
                n->page_versions_written, n->gc_passes, n->gc_records_removed,
                n->gc_page_versions_removed, n->gc_bytes_removed,
                n->gc_compactions, n->scrub_passes, n->checksum_failures,
-               n->repairs, n->records_missing, n->checkpoints, n->journal_used_bytes,
+               n->repairs, n->records_missing, n->segments_unverified,
+               n->checkpoints, n->journal_used_bytes,
                n->journal_bytes, n->wire_bytes_received,
                n->frame_bytes_received, n->coalesce_lag);
     }
@@ -163,10 +165,14 @@ static void status_table(const hx_volume_status *st)
                 ? (unsigned)(n->wire_bytes_received * 100 /
                              n->frame_bytes_received)
                 : 100;
-        printf("%-5s %-6s %-20s up     %-5" PRIu64 " %-8" PRIu64 " %-11" PRIu64
+        /* state: check while the node's startup chain check has not
+         * verified every segment (segments_unverified in --json) */
+        printf("%-5s %-6s %-20s %-6s %-5" PRIu64 " %-8" PRIu64 " %-11" PRIu64
                " %-11" PRIu64 " %-8" PRIu64 " %3u%%    %3u%%  %-9" PRIu64
                " %-9" PRIu64 " %-7" PRIu64 " %" PRIu64 "\n",
-               n->id, n->az, n->addr, n->volume_epoch, n->records_received,
+               n->id, n->az, n->addr,
+               n->segments_unverified > 0 ? "check" : "up",
+               n->volume_epoch, n->records_received,
                n->bytes_received, n->gossip_records, n->coalesce_lag,
                journal_pct, wire_pct, n->gc_bytes_removed,
                n->checksum_failures, n->records_missing, n->repairs);

@@ -142,8 +142,9 @@ typedef struct {
         uint64_t gc_bytes_removed, gc_compactions;
         uint64_t scrub_passes, checksum_failures, repairs, records_missing;
         uint64_t checkpoints;
-        /* Gauges: journal bytes a crash would replay now; ring size. */
-        uint64_t journal_used_bytes, journal_bytes;
+        /* Gauges: journal bytes a crash would replay now; ring size;
+         * segments not verified yet after an unclean stop. */
+        uint64_t journal_used_bytes, journal_bytes, segments_unverified;
         /* Largest coalescing lag over the node's segments of the volume
          * (SegmentStatus.coalesce_lag). */
         uint64_t coalesce_lag;

@@ -54,6 +54,7 @@ static void ask_node_status(hx_volume *v, int timeout_ms,
             st->nodes[i].checksum_failures = ns->checksum_failures;
             st->nodes[i].repairs = ns->repairs;
             st->nodes[i].records_missing = ns->records_missing;
+            st->nodes[i].segments_unverified = ns->segments_unverified;
             for (size_t k = 0; k < ns->n_segments; k++) {
                 const Hexad__SegmentStatus *g = ns->segments[k];
                 if (g->volume == v->cluster.volume &&

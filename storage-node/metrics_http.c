@@ -117,6 +117,9 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
          st->journal_used_bytes},
         {"hexad_journal_bytes", "Size of the journal's ring.",
          st->journal_bytes},
+        {"hexad_segments_unverified",
+         "Segments whose chains are not verified yet after an unclean "
+         "stop; they refuse reads.", st->segments_unverified},
     };
     for (size_t i = 0; i < sizeof node_gauges / sizeof node_gauges[0]; i++)
         bad |= evbuffer_add_printf(out,

@@ -282,7 +282,9 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     uint64_t scl = coalesce_cap(g);
     uint32_t page_size = 0;
     uint64_t pg_pages = 0;
-    if (g->coalesced_lsn >= scl || !seg_geometry(s, g, &page_size, &pg_pages))
+    /* An unverified chain may lack a record (segment_verify.c). */
+    if (g->coalesced_lsn >= scl || g->chain_unverified ||
+        !seg_geometry(s, g, &page_size, &pg_pages))
         return HX_OK;
 
     memset(ps, 0, sizeof *ps);

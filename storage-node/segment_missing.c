@@ -17,6 +17,9 @@
  *     predecessor missing. (Records at or below the GC point may be
  *     collected; records above the SCL may wait for gossip; truncated
  *     ranges are never linked across: the new writer links below them.)
+ *     The record at the SCL, which nothing links to, is looked up once
+ *     the walk has passed its segment (missing_check_tip): a lost batch
+ *     may have been the segment's last.
  *  2. From the moment a record is found missing until it is written back,
  *     GetPage refuses read points at or above it (HX_ERR_NOT_COMPLETE: the
  *     writer reads another member), since any page may be the one it
@@ -25,7 +28,8 @@
  *     drops the page's versions at or above it, which coalescing built
  *     without it, in one synced write. The record's own predecessor is
  *     checked in turn: a lost batch may have held several records of the
- *     segment.
+ *     segment. So is that of a corrupt record once a peer's copy replaced
+ *     it (missing_check_repaired): the scrub could not read its link.
  *  4. The segment's record count is left alone: it counted the record
  *     when its batch was applied (segment_store.c invariant 7).
  */
@@ -66,6 +70,30 @@ static void missing_recompute(segment_store *s, segment *g)
     }
 }
 
+/* Queues record lsn of g, found missing, and refuses reads from it on
+ * (invariant 2). linked_from: the record that links to it, 0 for the
+ * record at the SCL. */
+static void missing_found(segment_store *s, segment *g, uint64_t lsn,
+                          uint64_t linked_from)
+{
+    size_t before = s->n_repairs;
+    repair_want_add(s, SEGMENT_STORE_REPAIR_MISSING, g->vol, g->pg, 0, lsn);
+    if (g->missing_lsn == 0 || lsn < g->missing_lsn)
+        g->missing_lsn = lsn;
+    if (s->n_repairs == before)
+        return;
+    if (linked_from != 0)
+        HX_ERROR("segment %u/%u: record %" PRIu64 " is missing though the "
+                 "SCL %" PRIu64 " covers it (record %" PRIu64 " links to "
+                 "it); reads at or above it are refused until a peer's "
+                 "copy is written back", g->vol, g->pg, lsn,
+                 hx_chain_scl(g->chain), linked_from);
+    else
+        HX_ERROR("segment %u/%u: record %" PRIu64 ", the SCL, is missing; "
+                 "reads at or above it are refused until a peer's copy is "
+                 "written back", g->vol, g->pg, lsn);
+}
+
 /* Checks that r's predecessor is stored (invariant 1); queues it if not. */
 static void missing_check_prev(segment_store *s, segment *g,
                                const Hexad__Record *r, bool just_seen)
@@ -74,17 +102,23 @@ static void missing_check_prev(segment_store *s, segment *g,
         r->lsn > hx_chain_scl(g->chain) || just_seen ||
         record_stored(s, g->vol, g->pg, r->prev_lsn))
         return;
-    size_t before = s->n_repairs;
-    repair_want_add(s, SEGMENT_STORE_REPAIR_MISSING, g->vol, g->pg, 0,
-                    r->prev_lsn);
-    if (g->missing_lsn == 0 || r->prev_lsn < g->missing_lsn)
-        g->missing_lsn = r->prev_lsn;
-    if (s->n_repairs > before)
-        HX_ERROR("segment %u/%u: record %" PRIu64 " is missing though the "
-                 "SCL %" PRIu64 " covers it (record %" PRIu64 " links to it); "
-                 "reads at or above it are refused until a peer's copy is "
-                 "written back", g->vol, g->pg, r->prev_lsn,
-                 hx_chain_scl(g->chain), r->lsn);
+    missing_found(s, g, r->prev_lsn, r->lsn);
+}
+
+void missing_check_repaired(segment_store *s, uint32_t vol, uint32_t pg,
+                            const Hexad__Record *r)
+{
+    segment *g = seg_find(s, vol, pg);
+    if (g != NULL)
+        missing_check_prev(s, g, r, false);
+}
+
+void missing_check_tip(segment_store *s, segment *g)
+{
+    uint64_t scl = hx_chain_scl(g->chain);
+    if (scl == 0 || scl <= g->gc_lsn || record_stored(s, g->vol, g->pg, scl))
+        return;
+    missing_found(s, g, scl, 0);
 }
 
 void missing_check(segment_store *s, const uint8_t *k, const Hexad__Record *r)

@@ -125,11 +125,14 @@ int segment_store_scrub(segment_store *s, size_t max_items,
     if (s->scrub_key_len == 0) {
         /* A store's first pass walks its records only: a record lost in
          * a crash (segment_missing.c) is found sooner after a restart,
-         * before the page versions, which cost far more to verify. */
+         * before the page versions, which cost far more to verify, and
+         * the chains an unclean stop left unverified are verified
+         * (segment_verify.c). */
         s->scrub_key[0] = s->counters.scrub_passes == 0 ? KEY_RECORD
                                                         : KEY_VERSION;
         s->scrub_key_len = 1;
         s->scrub_vol = s->scrub_pg = 0; /* no record seen yet this pass */
+        verify_pass_start(s);
     }
     rocksdb_iter_seek(it, (const char *)s->scrub_key, s->scrub_key_len);
     size_t bad = 0;
@@ -148,10 +151,12 @@ int segment_store_scrub(segment_store *s, size_t max_items,
             continue;
         }
         const char *v = rocksdb_iter_value(it, &vl);
-        if (k[0] == KEY_RECORD && kl == KEY_LSN_LEN)
+        if (k[0] == KEY_RECORD && kl == KEY_LSN_LEN) {
+            verify_reached(s, get_be32(k + 1), get_be32(k + 5));
             bad += !scrub_record(s, k, v, vl);
-        else if (k[0] == KEY_VERSION && kl == KEY_PAGE_LEN)
+        } else if (k[0] == KEY_VERSION && kl == KEY_PAGE_LEN) {
             bad += !scrub_version(s, k, v, vl);
+        }
         rocksdb_iter_next(it);
     }
     bool done = !rocksdb_iter_valid(it);
@@ -164,9 +169,11 @@ int segment_store_scrub(segment_store *s, size_t max_items,
             memcpy(s->scrub_key, k, s->scrub_key_len);
         }
     }
+    int rc = iter_status(it, why, "the store (scrub)");
+    if (done && rc == HX_OK)
+        verify_pass_end(s); /* not when a read error cut the pass short */
     if (done)
         s->scrub_key_len = 0; /* the next call starts over */
-    int rc = iter_status(it, why, "the store (scrub)");
     rocksdb_iter_destroy(it);
     s->counters.scrub_passes++;
     if (bad > 0)
@@ -253,6 +260,7 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
     HX_INFO("segment %u/%u: record %" PRIu64 " repaired from a peer's copy "
             "(%" PRIu64 " repair(s), %" PRIu64 " checksum failure(s))", vol,
             pg, r->lsn, s->counters.repairs, s->counters.checksum_failures);
+    missing_check_repaired(s, vol, pg, r);
     return HX_OK;
 }
 

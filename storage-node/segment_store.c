@@ -21,10 +21,14 @@
  *   'b' vol pg                            -> coalesced_lsn, gc_lsn
  *   't' vol pg from(u64)                  -> to, epoch: a truncation range
  *                                            (segment_truncations.c)
+ *   'x'                                   -> empty: the store was closed
+ *                                            cleanly (segment_verify.c)
  *
  * The background work lives in its own files, over the structs of
  * segment_store_internal.h: coalescing (segment_coalesce.c), garbage
- * collection (segment_gc.c), scrubbing and repair (segment_scrub.c).
+ * collection (segment_gc.c), scrubbing and repair (segment_scrub.c,
+ * segment_missing.c), the chain check after an unclean stop
+ * (segment_verify.c).
  *
  * In memory: one `volume` per 'v' key and one `segment` per 's' key, each
  * segment with its hx_chain (common/chain.h) and a count of its records.
@@ -56,6 +60,10 @@
  *     once RocksDB has flushed them (segment_checkpoint.c). So a synced
  *     write survives a crash exactly as a synced RocksDB write did, and
  *     its fdatasync overwrites a written ring (segment_journal.h).
+ *  9. After an unclean stop no segment loaded at open serves a page until
+ *     the scrub has walked its records and found every record its SCL
+ *     claims, or refuses reads over the ones it lacks (segment_verify.c,
+ *     segment_missing.c): a crash is when a write gets lost.
  *
  * States of an append: STAGED (copied by segment_store_stage_append(),
  * stateless checks done) -> APPLIED (segment_store_flush(): stateful checks
@@ -169,7 +177,7 @@ static int seg_cmp(const segment *g, uint32_t vol, uint32_t pg)
     return 0;
 }
 
-static size_t seg_lower(const segment_store *s, uint32_t vol, uint32_t pg)
+size_t seg_lower(const segment_store *s, uint32_t vol, uint32_t pg)
 {
     size_t lo = 0, hi = s->n_segs;
     while (lo < hi) {
@@ -566,10 +574,14 @@ static void vol_reload(segment_store *s, uint32_t vol)
     rocksdb_free(val);
 }
 
-/* Replaces the in-memory segment by what disk holds (or drops it). */
+/* Replaces the in-memory segment by what disk holds (or drops it). What
+ * only memory knows of its chain goes over: a record found missing, a
+ * chain not verified yet (segment_verify.c invariant 4). */
 static void seg_reload(segment_store *s, uint32_t vol, uint32_t pg)
 {
     segment *old = seg_find(s, vol, pg);
+    uint64_t missing_lsn = old ? old->missing_lsn : 0;
+    bool unverified = old && old->chain_unverified;
     seg_unlink(s, vol, pg);
     seg_destroy(old);
     uint8_t k[KEY_MAX_LEN];
@@ -586,6 +598,8 @@ static void seg_reload(segment_store *s, uint32_t vol, uint32_t pg)
         HX_ERROR("segment %u/%u cannot be reloaded: %s", vol, pg, why.msg);
         reload_failed(s, "a segment");
     }
+    g->missing_lsn = missing_lsn;
+    g->chain_unverified = unverified;
     if (seg_insert(s, g) != HX_OK)
         reload_failed(s, "a segment (out of memory)");
     rocksdb_free(val);
@@ -727,10 +741,13 @@ int segment_store_open(const char *data_dir, const char *node_id,
     if (rc != HX_OK)
         goto fail;
     rc = load_all(s, why);
+    if (rc == HX_OK)
+        rc = verify_open(s, why);
     if (rc != HX_OK)
         goto fail;
     HX_INFO("segment store %s: %zu volume(s), %zu segment(s)", s->path,
             s->n_vols, s->n_segs);
+    s->open_done = true;
     *out = s;
     return HX_OK;
 
@@ -752,6 +769,7 @@ void segment_store_close(segment_store *s)
     if (s->n_staged > 0)
         HX_WARN("segment store closed with %zu append(s) staged, never "
                 "acknowledged", s->n_staged);
+    verify_close(s);
     for (size_t i = 0; i < s->n_staged; i++)
         staged_free(&s->staged[i]);
     free(s->staged);
@@ -1461,6 +1479,14 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                 read_lsn);
         return HX_ERR_NOT_COMPLETE;
     }
+    if (g->chain_unverified) {
+        why_set(why, "segment %u/%u: its chain is not verified yet: the "
+                "node stopped uncleanly and may have lost a write the SCL "
+                "%" PRIu64 " claims; the startup check is walking the "
+                "records (%zu segment(s) to go)", vol, pg, scl,
+                segment_store_segments_unverified(s));
+        return HX_ERR_NOT_COMPLETE;
+    }
     if (g->missing_lsn != 0 && read_lsn >= g->missing_lsn) {
         why_set(why, "segment %u/%u lacks record %" PRIu64 " below its SCL "
                 "(a lost write the scrub found); reads at or above it wait "
@@ -1774,6 +1800,7 @@ int segment_store_status(segment_store *s, Hexad__NodeStatus **out)
     st->records_received = s->counters.records_received;
     st->bytes_received = s->counters.bytes_received;
     st->batches_synced = s->counters.batches_synced;
+    st->segments_unverified = segment_store_segments_unverified(s);
     if (s->n_segs > 0) {
         st->segments = calloc(s->n_segs, sizeof *st->segments);
         if (st->segments == NULL)

@@ -110,8 +110,10 @@ int segment_store_append(segment_store *s, const Hexad__AppendRecords *req,
 /* The page as of read_lsn: *page (page_size bytes, malloc'd, the caller
  * frees it) and *page_lsn (0 when never written: zeros). HX_ERR_NOT_FOUND
  * (segment unknown), HX_ERR_INVALID (page not in this PG),
- * HX_ERR_NOT_COMPLETE (read_lsn > SCL), HX_ERR_CHECKSUM (a stored record
- * is corrupt), HX_ERR_IO. */
+ * HX_ERR_NOT_COMPLETE (read_lsn > SCL; read_lsn at or above a record
+ * found missing; or the segment's chain is not verified yet after an
+ * unclean stop), HX_ERR_CHECKSUM (a stored record is corrupt),
+ * HX_ERR_IO. */
 int segment_store_get_page(segment_store *s, uint32_t volume, uint32_t pg,
                            uint64_t page_no, uint64_t read_lsn,
                            uint8_t **page, size_t *page_len,
@@ -312,9 +314,21 @@ bool segment_store_compacting(const segment_store *s);
  * record's prev_lsn: a record at or below the SCL whose predecessor is not
  * stored reveals a hole the SCL claims complete (segment_missing.c); it is
  * counted (records_missing), reads at or above it are refused until the
- * record is refetched from a peer, and queued for that repair. */
+ * record is refetched from a peer, and queued for that repair. A store's
+ * first pass walks the records only; it is also the chain check after an
+ * unclean stop (segment_verify.c): each segment is verified once the walk
+ * has gone past its records. */
 int segment_store_scrub(segment_store *s, size_t max_items,
                         segment_store_why *why);
+
+/* Segments whose chains are not verified yet: loaded after an unclean
+ * stop (the store lacked its clean-close mark) and not yet walked whole
+ * by the scrub. GetPage refuses them (HX_ERR_NOT_COMPLETE); coalescing
+ * and GC skip them. 0 after a clean stop. */
+size_t segment_store_segments_unverified(const segment_store *s);
+/* Records the scrub walked while any chain was unverified (the startup
+ * check's work). */
+uint64_t segment_store_verify_records(const segment_store *s);
 
 enum {
     SEGMENT_STORE_REPAIR_RECORD = 1,  /* refetch: PullRecords{lsn - 1} */

@@ -1,7 +1,8 @@
 /* The segment store's internals, shared by the files that implement it:
  * segment_store.c (appends, reads, truncation, gossip), segment_coalesce.c
- * (page versions), segment_gc.c (garbage collection) and segment_scrub.c
- * (checksums and repair). Nothing outside storage-node/segment_*.c includes
+ * (page versions), segment_gc.c (garbage collection), segment_scrub.c
+ * (checksums and repair) and segment_verify.c (the chain check after an
+ * unclean stop). Nothing outside storage-node/segment_*.c includes
  * it. The key layout and the invariants are in segment_store.c's header
  * comment.
  */
@@ -35,6 +36,7 @@
 #define KEY_VERSION 'g'   /* page versions (segment_coalesce.c) */
 #define KEY_BG 'b'        /* coalesce / GC progress (segment_coalesce.c) */
 #define KEY_TRUNC 't'     /* truncation ranges (segment_truncations.c) */
+#define KEY_CLEAN 'x'     /* the clean-close mark (segment_verify.c) */
 
 #define KEY_VOLUME_LEN 5u      /* 'v' vol */
 #define KEY_SEGMENT_LEN 9u     /* 's' vol pg */
@@ -155,6 +157,10 @@ typedef struct {
     /* Lowest record at or below the SCL found missing and not yet
      * repaired; reads at or above it are refused (0: none). */
     uint64_t missing_lsn;
+    /* Loaded after an unclean stop and not yet walked whole by the
+     * scrub: reads are refused, nothing is coalesced or collected
+     * (segment_verify.c). */
+    bool chain_unverified;
 } segment;
 
 typedef struct {
@@ -231,6 +237,14 @@ struct segment_store {
     uint32_t scrub_vol, scrub_pg;
     uint64_t scrub_lsn;
     size_t n_repairs, cap_repairs;
+    /* The scrub's record walk this pass (segment_verify.c): every segment
+     * ordered before (walk_vol, walk_pg) was walked whole; walk_started:
+     * the pass has reached a record. */
+    uint32_t walk_vol, walk_pg;
+    bool walk_started;
+    bool verify_active;      /* the startup check runs */
+    uint64_t verify_records; /* records it walked */
+    bool open_done;          /* segment_store_open succeeded */
 
     unsigned inject_count;
     char inject_msg[200];
@@ -246,6 +260,8 @@ void why_set(segment_store_why *why, const char *fmt, ...)
 int rocks_err(const char *msg);
 volume *vol_find(const segment_store *s, uint32_t vol);
 segment *seg_find(const segment_store *s, uint32_t vol, uint32_t pg);
+/* Index of the first segment at or after (vol, pg) in s->segs. */
+size_t seg_lower(const segment_store *s, uint32_t vol, uint32_t pg);
 bool seg_geometry(const segment_store *s, const segment *g,
                   uint32_t *page_size, uint64_t *pg_pages);
 bool iter_prefix(rocksdb_iterator_t *it, const uint8_t *prefix, size_t plen,
@@ -364,5 +380,29 @@ int missing_repair(segment_store *s, size_t i, const Hexad__Record *r,
 /* A truncation of [from, to] removed whatever of g was missing there. */
 void missing_truncated(segment_store *s, segment *g, uint64_t from,
                        uint64_t to);
+/* A corrupt record was rewritten from a peer's copy r: the scrub could
+ * not follow its prev_lsn while it was corrupt, so it is followed now. */
+void missing_check_repaired(segment_store *s, uint32_t vol, uint32_t pg,
+                            const Hexad__Record *r);
+/* The record at g's SCL, which no later record of the chain links to,
+ * must be stored (when above the GC point); if not, it is queued and
+ * reads from it on are refused, as for a missing predecessor. */
+void missing_check_tip(segment_store *s, segment *g);
+
+/* ---- segment_verify.c ------------------------------------------------- */
+
+/* At open, after the segments are loaded: with the clean-close mark
+ * present, removes it (synced: a crash from now on finds none); without
+ * it, marks every segment chain_unverified. HX_ERR_IO. */
+int verify_open(segment_store *s, segment_store_why *why);
+/* At close: writes the clean-close mark when the store opened, no chain
+ * is unverified and no record is known missing. */
+void verify_close(segment_store *s);
+/* The scrub starts a pass; reaches a record of segment (vol, pg) (in key
+ * order); ends a pass that walked every record. Every segment the walk
+ * passed has its tip checked and its chain verified. */
+void verify_pass_start(segment_store *s);
+void verify_reached(segment_store *s, uint32_t vol, uint32_t pg);
+void verify_pass_end(segment_store *s);
 
 #endif

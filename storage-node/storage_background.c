@@ -10,6 +10,15 @@
  * apart while it still lags. Each step is bounded (the *_PER_* limits),
  * so a tick never holds the loop long.
  *
+ * The startup check. After an unclean stop the store's segments refuse
+ * reads until the scrub's first pass has walked their records
+ * (segment_verify.c). That pass then runs at full speed from the first
+ * loop iteration, load or not: scrub steps of STORAGE_BG_VERIFY_ITEMS
+ * back to back, each a timer of 0 s, so the loop's I/O (appends, reads of
+ * the segments already verified) runs between two steps. It ends with
+ * one INFO line: segments, records walked, time taken. Meanwhile
+ * coalescing passes come only with the ticks, not back to back.
+ *
  * Repair. A corrupt record is asked of a segment member other than self
  * with PullRecords{after_lsn: lsn - 1, max_bytes: 1} (the reply starts at
  * lsn), a corrupt page version with GetPage{page_no, read_lsn: its lsn};
@@ -64,6 +73,9 @@ struct storage_bg {
     char self[HX_ID_MAX];
     struct event *tick_ev;
     struct event *coalesce_ev; /* pending: more passes wanted */
+    struct event *verify_ev;   /* pending: the startup check runs */
+    uint64_t verify_since_ms;  /* when it started */
+    size_t verify_segments;    /* unverified then */
     unsigned ticks;
     bg_peer peers[HX_MAX_STORAGE_NODES];
     size_t n_peers;
@@ -299,12 +311,45 @@ static void coalesce_cb(evutil_socket_t fd, short what, void *arg)
     if (rc != HX_OK && rc != HX_ERR_BUSY)
         HX_WARN("coalescing stopped: %s (%s)", why.msg, hx_strerror(rc));
     /* Again soon only while passes gain: a lag that a pass cannot reduce
-     * (a record awaiting repair) waits for the ticks instead of spinning. */
+     * (a record awaiting repair) waits for the ticks instead of spinning.
+     * And not while the startup check runs: reads of whole PGs may wait
+     * for it, and a pass holds the loop far longer than one of its
+     * steps. */
     if (rc == HX_OK && segment_store_coalesced_sum(bg->store) != before &&
+        !event_pending(bg->verify_ev, EV_TIMEOUT, NULL) &&
         storage_bg_coalesce_due(false, segment_store_coalesce_lag(bg->store))) {
         struct timeval gap = {0, COALESCE_GAP_MS * 1000};
         event_add(bg->coalesce_ev, &gap);
     }
+}
+
+/* One step of the startup check; the next one at once until every
+ * segment is verified. */
+static void verify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    storage_bg *bg = arg;
+    segment_store_why why = {0};
+    bg->flush(bg->flush_arg);
+    int rc = segment_store_scrub(bg->store, STORAGE_BG_VERIFY_ITEMS, &why);
+    if (rc != HX_OK)
+        HX_WARN("startup chain check: scrub failed: %s (%s); retrying in "
+                "%d ms", why.msg, hx_strerror(rc), BG_TICK_MS);
+    if (segment_store_segments_unverified(bg->store) > 0) {
+        struct timeval next = {0, rc == HX_OK ? 0 : BG_TICK_MS * 1000};
+        event_add(bg->verify_ev, &next);
+        return;
+    }
+    uint64_t ms = now_ms() - bg->verify_since_ms;
+    uint64_t records = segment_store_verify_records(bg->store);
+    const hx_node_counters *c = segment_store_counters(bg->store);
+    HX_INFO("startup chain check done: %zu segment(s), %" PRIu64 " records "
+            "walked in %" PRIu64 " ms (%" PRIu64 " records/s); %" PRIu64
+            " missing, %" PRIu64 " corrupt; every segment serves reads",
+            bg->verify_segments, records, ms,
+            records * 1000 / (ms ? ms : 1), c->records_missing,
+            c->checksum_failures);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -360,16 +405,26 @@ int storage_bg_create(struct event_base *base, segment_store *store,
     segment_store_set_retention(store, cluster->retention_s * 1000u);
     bg->tick_ev = event_new(base, -1, EV_PERSIST, tick_cb, bg);
     bg->coalesce_ev = evtimer_new(base, coalesce_cb, bg);
-    if (bg->tick_ev == NULL || bg->coalesce_ev == NULL) {
+    bg->verify_ev = evtimer_new(base, verify_cb, bg);
+    if (bg->tick_ev == NULL || bg->coalesce_ev == NULL ||
+        bg->verify_ev == NULL) {
         if (bg->tick_ev != NULL)
             event_free(bg->tick_ev);
         if (bg->coalesce_ev != NULL)
             event_free(bg->coalesce_ev);
+        if (bg->verify_ev != NULL)
+            event_free(bg->verify_ev);
         free(bg);
         return HX_ERR_IO;
     }
     struct timeval tv = {0, BG_TICK_MS * 1000};
     event_add(bg->tick_ev, &tv);
+    bg->verify_segments = segment_store_segments_unverified(store);
+    if (bg->verify_segments > 0) {
+        struct timeval now = {0, 0};
+        bg->verify_since_ms = now_ms();
+        event_add(bg->verify_ev, &now);
+    }
     *out = bg;
     return HX_OK;
 }
@@ -381,6 +436,7 @@ void storage_bg_destroy(storage_bg *bg)
     bg->closing = true;
     event_free(bg->tick_ev);
     event_free(bg->coalesce_ev);
+    event_free(bg->verify_ev);
     for (size_t i = 0; i < bg->n_peers; i++)
         if (bg->peers[i].conn != NULL)
             hx_conn_close(bg->peers[i].conn, "node stopping");

@@ -40,6 +40,12 @@ void storage_bg_destroy(storage_bg *bg);
 #define STORAGE_BG_SCRUB_BUSY_ITEMS 25u
 unsigned storage_bg_scrub_items(uint64_t fg_records_since_tick);
 
+/* Items of one step of the startup chain check (segment_verify.c), which
+ * runs step after step, load or not, while any segment is unverified:
+ * reads of a PG wait for it when all its members crashed, so it does not
+ * yield to appends; a step is a few ms, so neither do they wait long. */
+#define STORAGE_BG_VERIFY_ITEMS 4096u
+
 /* Whether a coalescing pass runs now: on every slow tick, and while a
  * segment's coalescing lags its SCL by at least
  * STORAGE_BG_COALESCE_BEHIND_LSNS (then pass after pass, with the loop's

@@ -74,7 +74,7 @@ for name in records_received bytes_received batches_synced gossip_pulls \
     grep -q "^hexad_${name}_total{node=\"s1\"} [0-9][0-9]*$" <<<"$body" ||
         hx_fail "/metrics lacks hexad_${name}_total{node=\"s1\"}"
 done
-for name in journal_used_bytes journal_bytes; do
+for name in journal_used_bytes journal_bytes segments_unverified; do
     grep -q "^# TYPE hexad_${name} gauge$" <<<"$body" ||
         hx_fail "/metrics lacks the TYPE line of hexad_${name}"
     grep -q "^hexad_${name}{node=\"s1\"} [0-9][0-9]*$" <<<"$body" ||
@@ -129,8 +129,8 @@ wait_until same_counters 30 0.5 || hx_fail "hexadctl status --json and /metrics 
 json=$(hx_ctl --volume "$VOL" status --json) || hx_fail "hexadctl status --json failed"
 [ "$(jq '.nodes[] | select(.id == "s1") | .journal_bytes' <<<"$json")" = "$(metric s1 hexad_journal_bytes)" ] ||
     hx_fail "hexadctl status --json and /metrics disagree on s1's journal_bytes"
-jq -e '.nodes[] | select(.id == "s1") | (.checkpoints | type) == "number" and (.journal_used_bytes | type) == "number"' \
-    <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's checkpoints or journal_used_bytes"
+jq -e '.nodes[] | select(.id == "s1") | (.checkpoints | type) == "number" and (.journal_used_bytes | type) == "number" and .segments_unverified == 0' \
+    <<<"$json" >/dev/null || hx_fail "hexadctl status --json lacks s1's checkpoints or journal_used_bytes, or has unverified segments after a clean start"
 # The writer compresses its appends (wire_compression=zstd by default):
 # the frames took fewer bytes on the wire than they decode to.
 wire=$(sum_metric hexad_wire_bytes_received_total)

@@ -9,7 +9,8 @@
 #   (d) PG 0 loses three members: no write is acknowledged (3/6 < 4) while
 #       the writer keeps trying; one member back -> every write completes;
 #   (e) every node SIGKILLed and restarted: every acknowledged write reads
-#       back byte for byte (no acknowledged write lost).
+#       back byte for byte (no acknowledged write lost), once the nodes
+#       have checked their chains (each logs its startup chain check).
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -191,6 +192,17 @@ acked=$((acked + 50))
 
 # ---- (e) crash everything, restart, every acknowledged write reads back
 mapfile -t all < <(hx_storage_ids)
+# A node stopped uncleanly refuses reads until it has walked its chains
+# (storage-node/segment_verify.c), then logs one line saying so.
+checks_done() { grep -c 'startup chain check done' "$HX_LOGS/$1.log" || true; }
+declare -A checks_before
+for n in "${all[@]}"; do checks_before[$n]=$(checks_done "$n"); done
+all_checked() {
+    local n
+    for n in "${all[@]}"; do
+        [ "$(checks_done "$n")" -gt "${checks_before[$n]}" ] || return 1
+    done
+}
 hx_log "(e) SIGKILL all ${#all[@]} nodes"
 for n in "${all[@]}"; do
     if [ -n "${HX_NODE_PID[$n]:-}" ]; then hx_kill_node "$n"; fi
@@ -199,5 +211,8 @@ for n in "${all[@]}"; do hx_start_node "$n"; done
 wait_until all_reachable "$CATCHUP_DEADLINE_S" || hx_fail "(e) not every node reachable ${CATCHUP_DEADLINE_S} s after the restart"
 [ "$(hx_lines "$J")" -eq "$acked" ] || hx_fail "(e) the journal has $(hx_lines "$J") lines, $acked writes were acknowledged"
 verify_ok "(e) after SIGKILL of every node"
+wait_until all_checked "$CATCHUP_DEADLINE_S" ||
+    hx_fail "(e) not every node logged 'startup chain check done' after its unclean stop"
+hx_pass "(e) every node checked its chains after the crash: $(grep -h 'startup chain check done' "$HX_LOGS/${all[0]}.log" | tail -n 1 | sed 's/.*done: //')"
 
 hx_pass "quorum_faults: all steps"

@@ -55,6 +55,7 @@ static void test_counters(void **state)
     st.wire_bytes_received = 400;
     st.frame_bytes_received = 900;
     st.gossip_truncations = 3;
+    st.segments_unverified = 6;
     st.uptime_ms = 61234;
     st.volume_epoch = 4;
     char *t = render(&st);
@@ -77,6 +78,8 @@ static void test_counters(void **state)
     assert_true(has_line(t, "hexad_uptime_seconds{node=\"s1\"} 61.234"));
     assert_true(has_line(t, "hexad_volume_epoch{node=\"s1\"} 4"));
     assert_true(has_line(t, "hexad_segments{node=\"s1\"} 0"));
+    assert_true(has_line(t, "# TYPE hexad_segments_unverified gauge"));
+    assert_true(has_line(t, "hexad_segments_unverified{node=\"s1\"} 6"));
     assert_null(strstr(t, "hexad_segment_scl")); /* no segment, no family */
     /* Every line is a comment or "name{labels} value". */
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))
