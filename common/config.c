@@ -187,12 +187,14 @@ static int parse_compute(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             bad = copy_value(c->addr, sizeof c->addr, w[i].value);
         else if (strcmp(w[i].key, "password") == 0)
             bad = copy_value(c->password, sizeof c->password, w[i].value);
+        else if (strcmp(w[i].key, "metrics") == 0)
+            bad = copy_value(c->metrics_addr, sizeof c->metrics_addr, w[i].value);
         else if (strcmp(w[i].key, "cache_mib") == 0) {
             if (parse_u64(w[i].value, 1, UINT64_C(1) << 20, &c->cache_mib) != 0)
                 return fail(err, len, line, "compute cache_mib must be a number of MiB from 1 to 1048576");
             bad = 0;
         } else
-            return fail(err, len, line, "unknown compute key '%s'; known: id role az addr password cache_mib", w[i].key);
+            return fail(err, len, line, "unknown compute key '%s'; known: id role az addr password cache_mib metrics", w[i].key);
         if (bad)
             return fail(err, len, line, "compute %s is empty or too long", w[i].key);
     }
@@ -202,6 +204,11 @@ static int parse_compute(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
         return fail(err, len, line, "compute %s: role must be writer or reader", c->id);
     if (hx_addr_split(c->addr, c->host, sizeof c->host, &c->port) != HX_OK)
         return fail(err, len, line, "compute %s: addr '%s' is not HOST:PORT", c->id, c->addr);
+    char h[96];
+    uint16_t p;
+    if (c->metrics_addr[0] &&
+        hx_addr_split(c->metrics_addr, h, sizeof h, &p) != HX_OK)
+        return fail(err, len, line, "compute %s: metrics '%s' is not HOST:PORT", c->id, c->metrics_addr);
     cfg->n_compute++;
     return HX_OK;
 }

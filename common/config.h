@@ -6,7 +6,7 @@
  *   storage  id=s1 az=az1 addr=127.0.0.1:7101 metrics=127.0.0.1:7201
  *            data=/var/lib/hexad/s1 journal_mib=64
  *   compute  id=w1 role=writer addr=127.0.0.1:7433 password=secret
- *            cache_mib=512
+ *            cache_mib=512 metrics=127.0.0.1:7200
  *
  * One directive per line (continuations are not supported); key=value
  * words separated by blanks; values have no blanks. README.md documents it.
@@ -51,6 +51,7 @@ typedef struct {
     uint16_t port;
     char password[64];       /* "" = trust authentication */
     uint64_t cache_mib;      /* page cache of the compute node */
+    char metrics_addr[128];  /* host:port of the HTTP metrics, or "" */
 } hx_compute_cfg;
 
 typedef struct {

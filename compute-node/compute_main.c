@@ -4,7 +4,8 @@
  *
  * Opens the cluster's volume as its writer (crash recovery), registers the
  * hexad SQLite VFS over it and serves PostgreSQL clients on the compute
- * entry's addr. Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot
+ * entry's addr, and GET /metrics on its metrics= address if any
+ * (compute_metrics.h). Exit status: 0 after SIGTERM/SIGINT, 1 when it cannot
  * start (bad cluster file, unknown id, reader role, volume not
  * recoverable, port in use), 2 on a usage error, 3 when fenced.
  *
@@ -30,11 +31,14 @@
 #include <event2/thread.h>
 #include <sodium.h>
 #include <sqlite3.h>
+#include <time.h>
 
+#include "compute_metrics.h"
 #include "config.h"
 #include "hx_err.h"
 #include "hx_vfs.h"
 #include "log.h"
+#include "metrics_endpoint.h"
 #include "pg_server.h"
 #include "volume_client.h"
 
@@ -51,7 +55,10 @@ static const char *usage_text =
     "hexad VFS and serves PostgreSQL clients (psql, pgbench, libpq) on the\n"
     "node's addr=. A commit is answered once 4 of 6 copies hold it; past\n"
     "the cluster's commit_timeout_ms the client gets an error saying the\n"
-    "outcome is unknown.\n"
+    "outcome is unknown. With metrics=HOST:PORT on its line it serves\n"
+    "GET /metrics (Prometheus text format: commits, the writer lock's\n"
+    "hold and wait times, VDL, per storage node and PG; README.md\n"
+    "\"Metrics\").\n"
     "\n"
     "options:\n"
     "  --cluster FILE  the cluster file (default: $HEXAD_CLUSTER, else\n"
@@ -104,7 +111,45 @@ typedef struct {
     hx_volume *vol;
     uint32_t volume;
     bool fenced;
+    /* What a scrape of /metrics reads (render_metrics). */
+    const char *id;
+    int64_t started_ms;
+    bool vfs_registered;
+    pg_server *srv;
 } compute_ctx;
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A scrape of /metrics, on the loop thread: copies the numbers (short
+ * lock holds, no I/O), then renders them. */
+static int render_metrics(void *arg, struct evbuffer *out)
+{
+    compute_ctx *cx = arg;
+    compute_metrics m = {
+        .node = cx->id,
+        .uptime_ms = (uint64_t)(mono_ms() - cx->started_ms),
+    };
+    m.has_vfs = cx->vfs_registered &&
+                hx_vfs_get_stats(VFS_NAME, &m.vfs) == HX_OK;
+    if (cx->vol != NULL) {
+        int rc = hx_volume_metrics_get(cx->vol, &m.vol);
+        if (rc != HX_OK)
+            return rc;
+        m.has_volume = true;
+    }
+    if (cx->srv != NULL) {
+        pg_server_get_stats(cx->srv, &m.sessions);
+        m.has_sessions = true;
+    }
+    int rc = compute_metrics_render(&m, out);
+    hx_volume_metrics_free(&m.vol);
+    return rc;
+}
 
 /* Volume client thread, its lock held: only hands the news to the loop. */
 static void on_fenced(void *arg, uint64_t newer_epoch)
@@ -217,16 +262,19 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    /* Listen first: a port in use must fail before recovery bumps the
-     * volume epoch (which would fence a writer already running). Clients
-     * wait in the backlog until the loop runs. */
+    /* Listen first (PostgreSQL, then metrics): a port in use must fail
+     * before recovery bumps the volume epoch (which would fence a writer
+     * already running). Clients and scrapes wait in the backlog until the
+     * loop runs. */
     static hx_page_store store;
     int exit_code = 1;
     hx_volume *vol = NULL;
-    bool vfs_registered = false;
     struct event *sigterm = NULL, *sigint = NULL;
     pg_server *srv = NULL;
+    hx_metrics_endpoint *metrics = NULL;
     static compute_ctx cx;
+    cx.id = id;
+    cx.started_ms = mono_ms();
     struct event_base *base = event_base_new();
     if (!base || !(cx.fence_ev = event_new(base, -1, 0, on_fence_ev, &cx))) {
         fprintf(stderr, "hexad-compute: cannot create an event loop\n");
@@ -246,6 +294,15 @@ int main(int argc, char **argv)
     };
     int rc = pg_server_start(&po, &srv, err, sizeof err);
     if (rc != HX_OK) {
+        HX_ERROR("%s", err);
+        fprintf(stderr, "hexad-compute: %s\n", err);
+        goto out;
+    }
+    cx.srv = srv;
+    if (me->metrics_addr[0] &&
+        (rc = hx_metrics_endpoint_start(base, me->metrics_addr,
+                                        render_metrics, &cx, &metrics, err,
+                                        sizeof err)) != HX_OK) {
         HX_ERROR("%s", err);
         fprintf(stderr, "hexad-compute: %s\n", err);
         goto out;
@@ -281,7 +338,7 @@ int main(int argc, char **argv)
                 hx_strerror(rc));
         goto out;
     }
-    vfs_registered = true;
+    cx.vfs_registered = true;
     uint64_t cache_pages = me->cache_mib * (UINT64_C(1) << 20) / cfg.page_size;
     rc = hx_vfs_set_cache_pages(VFS_NAME, (size_t)cache_pages);
     if (rc != HX_OK) {
@@ -308,6 +365,8 @@ int main(int argc, char **argv)
     exit_code = cx.fenced ? EXIT_FENCED : 0;
 
 out:
+    /* No scrape after this: the server and the volume go next. */
+    hx_metrics_endpoint_stop(metrics);
     if (srv) {
         pg_server_stop(srv);
         srv = NULL;
@@ -317,14 +376,23 @@ out:
     if (sigint)
         event_free(sigint);
     hx_vfs_stats vs;
-    if (vfs_registered && hx_vfs_get_stats(VFS_NAME, &vs) == HX_OK)
+    if (cx.vfs_registered && hx_vfs_get_stats(VFS_NAME, &vs) == HX_OK) {
         HX_INFO("vfs: %" PRIu64 " commits (%" PRIu64 " redo records, %" PRIu64
                 " payload bytes; %" PRIu64 " made while another session "
                 "waited to commit, so they could be boxcarred), last commit "
                 "LSN %" PRIu64 ", VDL %" PRIu64,
                 vs.mtrs, vs.records, vs.patch_bytes, vs.mtrs_more_coming,
                 vs.last_commit_lsn, hx_volume_vdl(vol));
-    rc = vfs_registered ? hx_vfs_unregister(VFS_NAME) : HX_OK;
+        if (vs.writer_acquisitions > 0)
+            HX_INFO("writer lock: taken %" PRIu64 " times, held %" PRIu64
+                    " us on average; sessions waited %" PRIu64 " ms for it "
+                    "in all, and it sat free %" PRIu64 " ms while wanted",
+                    vs.writer_acquisitions,
+                    vs.writer_held_ns / vs.writer_acquisitions / 1000,
+                    vs.writer_wait_ns / 1000000,
+                    vs.writer_handoff_ns / 1000000);
+    }
+    rc = cx.vfs_registered ? hx_vfs_unregister(VFS_NAME) : HX_OK;
     if (rc != HX_OK)
         HX_WARN("unregistering the VFS: %s", hx_strerror(rc));
     hx_volume_close(vol); /* no on_fenced after this: fence_ev may go */

@@ -6,7 +6,9 @@
  * every connection of the process shares, under one mutex: the lock table
  * (SQLite's five lock levels, in memory: one process owns the volume), the
  * committed-page cache (page_no -> newest committed image and its LSN, in
- * LRU order), the newest commit LSN and a sticky failure. Each connection
+ * LRU order), the newest commit LSN, a sticky failure and the statistics
+ * (hx_vfs_stats; the writer lock's timings are clock reads taken where
+ * the lock changes hands, under that mutex). Each connection
  * opens its own vfs_file for the main database; it owns its dirty buffer
  * (page_no -> image written in the current transaction), touched only by
  * the connection's thread.
@@ -81,6 +83,7 @@
 #include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -249,6 +252,17 @@ typedef struct {
      * gets the lock, so a commit made while some wait says so to the
      * store (HX_MTR_MORE_COMING). */
     unsigned writer_waiters;
+    /* Files whose last lock attempt was refused because another holds
+     * the writer lock, and that have neither got it nor given up since
+     * (vfs_file.busy_for_writer): asleep in vfs_busy_wait or between two
+     * of its sleeps. */
+    unsigned writer_wanted;
+    /* Writer lock statistics (hx_vfs_stats): when the writer took the
+     * lock, and when a release left files wanting it (handoff_open: that
+     * gap has not ended in an acquisition yet). */
+    uint64_t writer_since_ns;
+    uint64_t handoff_since_ns;
+    bool handoff_open;
     /* committed-page cache */
     page_map cache;
     vfs_page lru;       /* sentinel */
@@ -269,7 +283,9 @@ struct vfs_file {
     uint64_t last_commit_lsn; /* under vfs->mu */
     uint64_t read_lsn;        /* under vfs->mu */
     uint64_t busy_gen;        /* under vfs->mu: unlock_gen at the last refusal */
-    int busy_for_writer;      /* under vfs->mu: refused because another writes */
+    /* under vfs->mu: refused because another writes; only
+     * vfs_set_busy_for_writer changes it (v->writer_wanted) */
+    int busy_for_writer;
     uint64_t busy_since_ms;   /* connection thread: start of the current wait */
     int write_intent;         /* under vfs->mu: hx_vfs_intend_write() */
     uint8_t *scratch;  /* page_size bytes: commit base images */
@@ -656,6 +672,60 @@ out:
     return rc;
 }
 
+/* ==== writer lock ownership and its statistics ===================== */
+
+static uint64_t vfs_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* Under mu, no writer: f takes the writer lock (invariant 6). Ends an
+ * open hand-off gap, whoever takes the lock. */
+static void writer_take(hx_vfs *v, vfs_file *f)
+{
+    assert(v->writer == NULL);
+    uint64_t now = vfs_now_ns();
+    v->writer = f;
+    v->writer_since_ns = now;
+    v->stats.writer_acquisitions++;
+    if (v->handoff_open) {
+        v->stats.writer_handoff_ns += now - v->handoff_since_ns;
+        v->handoff_open = false;
+    }
+}
+
+/* Under mu: the writer lets the lock go. With files wanting it
+ * (writer_wanted) a hand-off gap opens until the next writer_take. */
+static void writer_drop(hx_vfs *v)
+{
+    assert(v->writer != NULL);
+    uint64_t now = vfs_now_ns();
+    v->stats.writer_held_ns += now - v->writer_since_ns;
+    v->writer = NULL;
+    if (v->writer_wanted > 0) {
+        v->handoff_since_ns = now;
+        v->handoff_open = true;
+    }
+}
+
+/* Under mu: whether f's last lock attempt was refused because another
+ * file holds the writer lock; keeps writer_wanted the count of such files.
+ * Cleared when f locks again, gives up waiting (vfs_busy_wait) or closes;
+ * not when it unlocks: SQLite drops a refused transaction's SHARED lock
+ * before it calls the busy handler, which must still know the refusal. */
+static void vfs_set_busy_for_writer(vfs_file *f, int on)
+{
+    if (f->busy_for_writer == on)
+        return;
+    f->busy_for_writer = on;
+    if (on)
+        f->vfs->writer_wanted++;
+    else
+        f->vfs->writer_wanted--;
+}
+
 /* ==== main database file methods =================================== */
 
 static int vfs_main_close(sqlite3_file *file)
@@ -667,7 +737,8 @@ static int vfs_main_close(sqlite3_file *file)
     if (f->lock >= SQLITE_LOCK_SHARED)
         v->n_shared--;
     if (v->writer == f)
-        v->writer = NULL;
+        writer_drop(v);
+    vfs_set_busy_for_writer(f, 0);
     f->lock = SQLITE_LOCK_NONE;
     v->n_open--;
     if (--v->n_main_open == 0) {
@@ -864,7 +935,7 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     pthread_mutex_lock(&v->mu);
     if (f->lock >= level)
         goto out;
-    f->busy_for_writer = 0;
+    vfs_set_busy_for_writer(f, 0);
     if (level == SQLITE_LOCK_SHARED) {
         /* A connection about to write (hx_vfs_intend_write) waits for the
          * writer without SHARED: it could not write before the writer
@@ -874,7 +945,7 @@ static int vfs_main_lock(sqlite3_file *file, int level)
         if (v->writer && (v->writer->lock >= SQLITE_LOCK_PENDING ||
                           f->write_intent)) {
             rc = SQLITE_BUSY;
-            f->busy_for_writer = f->write_intent;
+            vfs_set_busy_for_writer(f, f->write_intent);
             goto out;
         }
         v->n_shared++;
@@ -886,10 +957,11 @@ static int vfs_main_lock(sqlite3_file *file, int level)
     /* RESERVED or EXCLUSIVE: SQLite asks for them only holding SHARED. */
     if (f->lock < SQLITE_LOCK_SHARED || (v->writer && v->writer != f)) {
         rc = SQLITE_BUSY;
-        f->busy_for_writer = v->writer != NULL && v->writer != f;
+        vfs_set_busy_for_writer(f, v->writer != NULL && v->writer != f);
         goto out;
     }
-    v->writer = f;
+    if (v->writer == NULL)
+        writer_take(v, f);
     if (level == SQLITE_LOCK_RESERVED) {
         f->lock = SQLITE_LOCK_RESERVED;
         goto out;
@@ -923,7 +995,7 @@ static int vfs_main_unlock(sqlite3_file *file, int level)
     int wake = 0;
     if (f->lock > SQLITE_LOCK_SHARED && level <= SQLITE_LOCK_SHARED) {
         assert(v->writer == f);
-        v->writer = NULL;
+        writer_drop(v);
         wake = 1;
         pthread_cond_signal(&v->writer_free);
     }
@@ -951,9 +1023,7 @@ static int vfs_main_unlock(sqlite3_file *file, int level)
 
 static uint64_t vfs_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return vfs_now_ns() / 1000000u;
 }
 
 /* SQLite's busy handler for a connection of ours (arg: its main file).
@@ -977,9 +1047,12 @@ static int vfs_busy_wait(void *arg, int count)
     if (count == 0)
         f->busy_since_ms = now;
     uint64_t deadline = f->busy_since_ms + HX_VFS_BUSY_TIMEOUT_MS;
-    if (now >= deadline)
-        return 0;
     pthread_mutex_lock(&v->mu);
+    if (now >= deadline) {
+        vfs_set_busy_for_writer(f, 0); /* gives up: wants it no more */
+        pthread_mutex_unlock(&v->mu);
+        return 0;
+    }
     uint64_t wake = deadline;
     if (f->busy_for_writer && now + VFS_WRITER_WAIT_SLICE_MS < deadline)
         wake = now + VFS_WRITER_WAIT_SLICE_MS;
@@ -987,9 +1060,11 @@ static int vfs_busy_wait(void *arg, int count)
                              .tv_nsec = (long)(wake % 1000) * 1000000L};
     if (f->busy_for_writer) {
         v->writer_waiters++;
+        uint64_t slept_from = vfs_now_ns();
         while (v->writer != NULL &&
                pthread_cond_timedwait(&v->writer_free, &v->mu, &until) == 0) {
         }
+        v->stats.writer_wait_ns += vfs_now_ns() - slept_from;
         v->writer_waiters--;
     } else {
         while (v->unlock_gen == f->busy_gen &&

@@ -102,6 +102,18 @@ typedef struct {
     unsigned writer_waiters;  /* connections waiting for the writer lock now */
     uint64_t last_commit_lsn; /* newest commit of this VFS */
     int failed;               /* sticky hx_err after a failed write_mtr */
+    /* The writer lock (RESERVED or more; one connection at a time). Its
+     * hold time bounds the write rate: held_ns / acquisitions is the mean
+     * hold, and 1 s / that the most commits a second. CLOCK_MONOTONIC. */
+    uint64_t writer_acquisitions; /* times a connection took it */
+    uint64_t writer_held_ns;  /* summed from each acquisition to its release */
+    /* Summed from each release that left a connection waiting for the
+     * lock to the next acquisition: the hand-off gap, time the lock was
+     * free although someone wanted it. */
+    uint64_t writer_handoff_ns;
+    /* Summed over connections: time asleep waiting for the writer lock
+     * (vfs_busy_wait; the retries in between are not counted). */
+    uint64_t writer_wait_ns;
 } hx_vfs_stats;
 
 int hx_vfs_get_stats(const char *name, hx_vfs_stats *out);

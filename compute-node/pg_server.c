@@ -9,6 +9,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,14 @@ struct pg_server {
     int refusers;          /* refusing workers not done */
     bool stopping;
     int32_t next_pid;
+    uint64_t served, refused; /* pg_server_stats */
+
+    /* pg_server_stats, bumped by the workers once per statement batch
+     * or reply: atomics, so that no session takes mu to count. */
+    atomic_uint_fast64_t statements;
+    struct {
+        atomic_uint_fast64_t waits, wait_ns, failures;
+    } reply_waits[2]; /* [wrote] */
 };
 
 /* ---- session callbacks (worker thread) ---- */
@@ -93,11 +102,11 @@ static void cb_db_close(void *arg, sqlite3 *db)
     sqlite3_close(db);
 }
 
-static int64_t mono_ms(void)
+static int64_t mono_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /* Pipelined commit: hold the reply until VDL covers what the transaction
@@ -112,9 +121,17 @@ static int cb_before_reply(void *arg, pg_session *s, bool wrote, char *why,
     if (lsn == 0)
         return HX_OK;
     const char *what = wrote ? "commit" : "read point";
-    int64_t t0 = mono_ms();
+    int64_t t0 = mono_ns();
     int rc = srv->store->wait_durable(srv->store->ctx, lsn,
                                      srv->commit_timeout_ms);
+    int64_t dt = mono_ns() - t0;
+    atomic_fetch_add_explicit(&srv->reply_waits[wrote].waits, 1,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&srv->reply_waits[wrote].wait_ns,
+                              (uint64_t)dt, memory_order_relaxed);
+    if (rc != HX_OK)
+        atomic_fetch_add_explicit(&srv->reply_waits[wrote].failures, 1,
+                                  memory_order_relaxed);
     if (rc == HX_ERR_TIMEOUT) {
         snprintf(why, why_len, "%s LSN %" PRIu64 " not covered by VDL %"
                  PRIu64 " after commit_timeout_ms=%d", what, lsn,
@@ -127,11 +144,10 @@ static int cb_before_reply(void *arg, pg_session *s, bool wrote, char *why,
                  hx_strerror(rc));
         HX_ERROR("pg %s pid=%d: %s (outcome unknown)", w->peer, (int)w->pid,
                  why);
-    } else {
-        int64_t dt = mono_ms() - t0;
-        if (dt > 1000)
-            HX_WARN("pg %s pid=%d: %s LSN %" PRIu64 " durable after "
-                    "%" PRId64 " ms", w->peer, (int)w->pid, what, lsn, dt);
+    } else if (dt > INT64_C(1000000000)) {
+        HX_WARN("pg %s pid=%d: %s LSN %" PRIu64 " durable after "
+                "%" PRId64 " ms", w->peer, (int)w->pid, what, lsn,
+                dt / 1000000);
     }
     return rc;
 }
@@ -228,6 +244,7 @@ static void serve_conn(pgs_worker *w)
     pgw_buf out;
     pgw_buf_init(&out, 0);
     const char *why = "client closed the connection";
+    uint64_t statements = 0; /* of s, added to the server's count */
 
     for (;;) {
         if (in_cap - in_len < RECV_CHUNK) {
@@ -254,6 +271,12 @@ static void serve_conn(pgs_worker *w)
 
         size_t consumed = 0;
         int rc = pg_session_feed(s, in, in_len, &consumed, &out);
+        uint64_t ran = pg_session_statements(s);
+        if (ran != statements) {
+            atomic_fetch_add_explicit(&srv->statements, ran - statements,
+                                      memory_order_relaxed);
+            statements = ran;
+        }
         if (consumed > 0) {
             memmove(in, in + consumed, in_len - consumed);
             in_len -= consumed;
@@ -378,6 +401,7 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
     }
     if (srv->active >= srv->max_conns) {
         if (srv->refusers >= REFUSERS_MAX) {
+            srv->refused++;
             pthread_mutex_unlock(&srv->mu);
             HX_WARN("pg %s: too many connections (%d served, %d being "
                     "refused); closed without a reply", w->peer,
@@ -388,8 +412,10 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
         }
         w->refuse = true;
         srv->refusers++;
+        srv->refused++;
     } else {
         srv->active++;
+        srv->served++;
         w->pid = srv->next_pid++;
         if (srv->next_pid <= 0)
             srv->next_pid = 1000;
@@ -514,6 +540,29 @@ int pg_server_active(pg_server *s)
     int n = s->active;
     pthread_mutex_unlock(&s->mu);
     return n;
+}
+
+static void reply_waits_load(pg_server *s, int wrote, pg_reply_waits *out)
+{
+    out->waits = atomic_load_explicit(&s->reply_waits[wrote].waits,
+                                      memory_order_relaxed);
+    out->wait_ns = atomic_load_explicit(&s->reply_waits[wrote].wait_ns,
+                                        memory_order_relaxed);
+    out->failures = atomic_load_explicit(&s->reply_waits[wrote].failures,
+                                         memory_order_relaxed);
+}
+
+void pg_server_get_stats(pg_server *s, pg_server_stats *out)
+{
+    pthread_mutex_lock(&s->mu);
+    out->sessions = s->active;
+    out->sessions_served = s->served;
+    out->sessions_refused = s->refused;
+    pthread_mutex_unlock(&s->mu);
+    out->statements = atomic_load_explicit(&s->statements,
+                                           memory_order_relaxed);
+    reply_waits_load(s, 1, &out->commit);
+    reply_waits_load(s, 0, &out->read);
 }
 
 void pg_server_stop(pg_server *s)

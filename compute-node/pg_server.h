@@ -54,6 +54,28 @@ int pg_server_start(const pg_server_opts *o, pg_server **out, char *err,
 /* Connections being served now. */
 int pg_server_active(pg_server *s);
 
+/* Replies held for durability (the before_reply hook with an LSN to wait
+ * for): how many, the time they waited in wait_durable, and how many it
+ * failed (commit_timeout_ms passed, fenced, closing). */
+typedef struct {
+    uint64_t waits;
+    uint64_t wait_ns;      /* CLOCK_MONOTONIC */
+    uint64_t failures;
+} pg_reply_waits;
+
+/* Since the server started (the compute node's /metrics). */
+typedef struct {
+    int sessions;              /* connections served now */
+    uint64_t sessions_served;  /* connections served (not refused) */
+    uint64_t sessions_refused; /* over max_conns: 53300, or closed */
+    uint64_t statements;       /* pg_session_statements(), summed */
+    pg_reply_waits commit;     /* replies to transactions that wrote */
+    pg_reply_waits read;       /* replies to read-only transactions */
+} pg_server_stats;
+
+/* Any thread; holds the server's lock only to copy three numbers. */
+void pg_server_get_stats(pg_server *s, pg_server_stats *out);
+
 /* Closes the listener, shuts down every client socket (a worker waiting
  * for durability finishes that wait first), joins every worker and frees
  * the server. Call from the loop's thread with the loop not running the

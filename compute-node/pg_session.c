@@ -91,6 +91,7 @@ struct pg_session {
     bool skip_until_sync;    /* invariant 5 */
     bool ssl_refused;        /* each encryption request is answered once */
     bool gss_refused;
+    uint64_t statements;     /* pg_session_statements() */
 };
 
 /* ======================================================================
@@ -927,6 +928,7 @@ static int run_query(pg_session *s, const char *sql, pgw_buf *out)
         pgw_put_empty_query(out);
     } else {
         while (*p) {
+            s->statements++;
             enum stmt_outcome r = run_statement(s, &p, out);
             if (r == STMT_NOMEM)
                 return HX_ERR_NOMEM;
@@ -1240,4 +1242,9 @@ const char *pg_session_database(const pg_session *s)
 int32_t pg_session_backend_pid(const pg_session *s)
 {
     return s->o.backend_pid;
+}
+
+uint64_t pg_session_statements(const pg_session *s)
+{
+    return s->statements;
 }

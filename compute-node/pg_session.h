@@ -128,5 +128,8 @@ sqlite3 *pg_session_db(const pg_session *s);
 const char *pg_session_user(const pg_session *s);
 const char *pg_session_database(const pg_session *s);
 int32_t pg_session_backend_pid(const pg_session *s);
+/* Statements the session was sent in Query messages, each of a
+ * multi-statement string on its own, failed and refused ones too. */
+uint64_t pg_session_statements(const pg_session *s);
 
 #endif

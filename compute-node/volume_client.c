@@ -408,12 +408,17 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
     env.body_case = HEXAD__ENVELOPE__BODY_APPEND;
     env.append = &a;
     env.req_id = ++v->next_req_id;
+    /* Only this thread drains the output: the growth is this frame. */
+    size_t queued = hx_conn_pending_bytes(n->conn);
     int rc = hx_conn_send(n->conn, &env);
     if (rc != HX_OK) {
         HX_WARN("append to %s for PG %u not sent: %s", n->cfg->id, p->pg,
                 hx_strerror(rc));
         return;
     }
+    n->appends_sent++;
+    n->records_sent += n_recs;
+    n->bytes_sent += hx_conn_pending_bytes(n->conn) - queued;
     m->inflight++;
     m->members_sent = true;
     if (n_recs > 0)

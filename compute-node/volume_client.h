@@ -158,4 +158,50 @@ typedef struct {
 int hx_volume_status_get(hx_volume *v, int timeout_ms, hx_volume_status *st);
 void hx_volume_status_free(hx_volume_status *st);
 
+/* What this client knows now, from memory only (no request to storage,
+ * unlike hx_volume_status_get): the compute node's /metrics. One short
+ * hold of the client's lock, copying O(PGs x 6) numbers. SCLs are the
+ * ones the members acknowledged to this writer. */
+typedef struct {
+    char id[HX_ID_MAX];
+    bool connected;
+    /* Since the client started: AppendRecords queued to the node (empty
+     * SCL polls too), the records they carried (re-sent ones again) and
+     * their frames' bytes as queued for the socket (after compression,
+     * with wire_compression; storage's frame_bytes_received has the size
+     * before). */
+    uint64_t appends_sent, records_sent, bytes_sent;
+} hx_node_metrics;
+
+typedef struct {
+    char node[HX_ID_MAX];
+    uint64_t scl;           /* as its last acknowledgement said */
+    int inflight;           /* appends (or the truncation) not acked yet */
+} hx_member_metrics;
+
+typedef struct {
+    uint32_t pg;
+    uint64_t pgcl;
+    uint64_t tail;          /* last LSN allocated in the PG */
+    /* Records kept to re-send: not yet acknowledged by all six members. */
+    size_t unacked_records, unacked_bytes;
+    hx_member_metrics members[HX_PG_MEMBERS];
+} hx_pg_metrics;
+
+typedef struct {
+    uint64_t epoch;
+    uint64_t vcl, vdl;
+    uint64_t last_allocated;
+    size_t outstanding;     /* records allocated and not yet durable */
+    bool fenced;
+    size_t n_nodes;
+    hx_node_metrics nodes[HX_MAX_STORAGE_NODES];
+    size_t n_pgs;
+    hx_pg_metrics *pgs;     /* ascending PG; free with hx_volume_metrics_free */
+} hx_volume_metrics;
+
+/* Fills m (HX_ERR_NOMEM: m holds nothing to free). */
+int hx_volume_metrics_get(hx_volume *v, hx_volume_metrics *m);
+void hx_volume_metrics_free(hx_volume_metrics *m); /* keeps m reusable */
+
 #endif

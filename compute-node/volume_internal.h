@@ -3,7 +3,9 @@
  * volume_open.c: recovery; volume_status.c: status). Not a public API.
  *
  * Locking: `mu` guards every field below except those marked (loop), which
- * only the loop thread touches. API threads never call into libevent: they
+ * only the loop thread touches (the members' sent_lsn and inflight, which
+ * hx_volume_metrics_get reads, it changes only under `mu` as well). API
+ * threads never call into libevent: they
  * queue work under `mu` and activate `kick_ev`, which is safe from any
  * thread because evthread_use_pthreads() runs before the base exists.
  */
@@ -65,6 +67,11 @@ typedef struct {
     bool connected;        /* guarded by mu: readers choose from it */
     struct event *retry_ev; /* (loop) */
     int retry_ms;          /* (loop) */
+    /* Since the client started (volume_metrics.c): AppendRecords queued
+     * to this node (empty SCL polls too), the records they carried (a
+     * re-sent record counts again) and their frames' bytes as queued for
+     * the socket (compressed, with wire_compression). */
+    uint64_t appends_sent, records_sent, bytes_sent;
 } vc_node;
 
 /* One request awaiting a reply (RPC): the reply is kept packed, since the

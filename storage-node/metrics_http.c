@@ -4,18 +4,13 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-
-#include <event2/http.h>
-#include <event2/keyvalq_struct.h>
 
 #include "config.h"
-#include "conn.h"
 #include "hx_err.h"
-#include "log.h"
+#include "metrics_endpoint.h"
 
 struct metrics_http {
-    struct evhttp *http;
+    hx_metrics_endpoint *ep;
     metrics_http_source src;
 };
 
@@ -158,91 +153,37 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
 }
 
 /* ------------------------------------------------------------------------
- * HTTP.
+ * Serving: common/metrics_endpoint.c, with the node's status as the source.
  * ---------------------------------------------------------------------- */
 
-static void reply_text(struct evhttp_request *req, int code,
-                       const char *reason, const char *body)
-{
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL) {
-        evhttp_send_error(req, HTTP_INTERNAL, NULL);
-        return;
-    }
-    evbuffer_add(b, body, strlen(body));
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      "text/plain; charset=utf-8");
-    evhttp_send_reply(req, code, reason, b);
-    evbuffer_free(b);
-}
-
-static void on_request(struct evhttp_request *req, void *arg)
+static int render_status(void *arg, struct evbuffer *out)
 {
     metrics_http *m = arg;
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
-    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    if (path == NULL || strcmp(path, "/metrics") != 0) {
-        reply_text(req, HTTP_NOTFOUND, "Not Found",
-                   "not found: this endpoint serves GET /metrics only\n");
-        return;
-    }
     Hexad__NodeStatus *st = NULL;
     int rc = m->src.collect(m->src.arg, &st);
-    struct evbuffer *b = rc == HX_OK ? evbuffer_new() : NULL;
-    if (b != NULL)
-        rc = metrics_render(st, b);
+    if (rc == HX_OK)
+        rc = metrics_render(st, out);
     if (st != NULL)
         m->src.release(st);
-    if (b == NULL || rc != HX_OK) {
-        if (b)
-            evbuffer_free(b);
-        reply_text(req, HTTP_INTERNAL, "Internal Server Error",
-                   "cannot collect the metrics (out of memory)\n");
-        return;
-    }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
-                      METRICS_HTTP_CONTENT_TYPE);
-    evhttp_send_reply(req, HTTP_OK, "OK", b);
-    evbuffer_free(b);
+    return rc;
 }
 
 int metrics_http_start(struct event_base *base, const char *addr,
                        const metrics_http_source *src, metrics_http **out,
                        char *err, size_t err_len)
 {
-    char host[96];
-    uint16_t port = 0;
-    if (hx_addr_split(addr, host, sizeof host, &port) != HX_OK) {
-        snprintf(err, err_len, "metrics address '%s' is not HOST:PORT; fix "
-                 "the metrics= key of the cluster file", addr);
-        return HX_ERR_CONFIG;
-    }
     metrics_http *m = calloc(1, sizeof *m);
     if (m == NULL) {
         snprintf(err, err_len, "out of memory");
         return HX_ERR_NOMEM;
     }
     m->src = *src;
-    m->http = evhttp_new(base);
-    if (m->http == NULL) {
+    int rc = hx_metrics_endpoint_start(base, addr, render_status, m, &m->ep,
+                                       err, err_len);
+    if (rc != HX_OK) {
         free(m);
-        snprintf(err, err_len, "cannot create the HTTP server");
-        return HX_ERR_NOMEM;
+        return rc;
     }
-    evhttp_set_timeout(m->http, METRICS_HTTP_TIMEOUT_S);
-    evhttp_set_max_headers_size(m->http, 8192);
-    evhttp_set_max_body_size(m->http, 0);
-    evhttp_set_allowed_methods(m->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
-    evhttp_set_gencb(m->http, on_request, m);
-    if (evhttp_bind_socket(m->http, host, port) != 0) {
-        snprintf(err, err_len, "cannot listen for metrics on %s (another "
-                 "process holds the port? change metrics= in the cluster "
-                 "file)", addr);
-        evhttp_free(m->http);
-        free(m);
-        return HX_ERR_IO;
-    }
-    HX_INFO("metrics on http://%s/metrics", addr);
     *out = m;
     return HX_OK;
 }
@@ -251,6 +192,6 @@ void metrics_http_stop(metrics_http *m)
 {
     if (m == NULL)
         return;
-    evhttp_free(m->http);
+    hx_metrics_endpoint_stop(m->ep);
     free(m);
 }

@@ -1,13 +1,10 @@
-/* The storage node's Prometheus endpoint: GET /metrics over HTTP
- * (libevent's evhttp, on the node's own event loop) on the `metrics`
- * address of its cluster-file line. README.md "Metrics" lists the names.
- * Any other path: 404; methods other than GET and HEAD: 501 (evhttp).
+/* The storage node's Prometheus endpoint: GET /metrics on the `metrics`
+ * address of its cluster-file line, served on the node's own event loop
+ * by common/metrics_endpoint.h (which says how HTTP is handled). README.md
+ * "Metrics" lists the names.
  *
  * The endpoint never blocks the loop: a scrape renders the node's status
- * (memory only, no disk read) into one buffer, and evhttp writes it out
- * as the socket takes it. Slow or idle clients are dropped after
- * METRICS_HTTP_TIMEOUT_S; headers over 8 KiB and request bodies are
- * refused.
+ * (memory only, no disk read) into one buffer.
  */
 #ifndef HX_METRICS_HTTP_H
 #define HX_METRICS_HTTP_H
@@ -18,9 +15,6 @@
 #include <event2/event.h>
 
 #include "hexad.pb-c.h"
-
-#define METRICS_HTTP_TIMEOUT_S 10
-#define METRICS_HTTP_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
 
 typedef struct metrics_http metrics_http;
 

@@ -9,13 +9,14 @@ Usage: deploy/local/gen-cluster.sh --data DIR [options]
 
 Writes a hexad cluster file to stdout (or to --out FILE): AZS*PER_AZ storage
 nodes s1..sN on 127.0.0.1 (s1..s3 in az1, s4..s6 in az2, ... with the
-defaults) and one writer w1.
+defaults) and one writer w1 (metrics on --base-port + 100: 7200 by default).
 
   --data DIR        data root; node sI stores in DIR/sI (required; made absolute)
   --azs N           number of AZs (default 3; a PG needs 3 AZs with 2 nodes)
   --per-az N        storage nodes per AZ (default 3; 2 per PG + 1 spare)
-  --base-port P     storage node sI listens on P+I, metrics on P+100+I
-                    (default 7100 -> 7101.., metrics 7201..)
+  --base-port P     storage node sI listens on P+I, metrics on P+100+I;
+                    the writer's metrics on P+100 (default 7100 -> 7101..,
+                    metrics 7201.., writer metrics 7200)
   --host H          address the nodes bind (default 127.0.0.1)
   --pg-port P       PostgreSQL port of the writer w1 (default 7433)
   --pg-pages N      pages per protection group (default: 10 GiB of pages,
@@ -98,7 +99,7 @@ emit() {
             i=$((i + 1))
         done
     done
-    echo "compute id=w1 role=writer az=az1 addr=$host:$pg_port"
+    echo "compute id=w1 role=writer az=az1 addr=$host:$pg_port metrics=$host:$((base_port + 100))"
 }
 
 if [ -n "$out" ]; then

@@ -117,7 +117,8 @@ hx_pid_listening() {  # pid port: that process has a socket listening on port
 }
 
 # Picks a base port P such that nothing listens on P+1..P+n,
-# P+101..P+100+n (metrics) and P+200 (SQL), and sets HX_BASE_PORT.
+# P+100..P+100+n (the writer's and the storage nodes' metrics) and P+200
+# (SQL), and sets HX_BASE_PORT.
 # P is the start of a slot of HX_PORT_SLOT_SIZE ports between 20000 and the
 # kernel's ephemeral range (ip_local_port_range), so that no outgoing
 # connection's local port lands on a node's port; the slot is claimed with
@@ -153,7 +154,7 @@ hx_pick_ports() {  # n
         hx_claim_slot "$HX_PORT_SLOT_DIR/$k" || continue
         used=$(ss -Hltn 2>/dev/null | awk '{ sub(/.*:/, "", $4); print $4 }')
         busy=0
-        for i in $(seq 1 "$n") $(seq 101 $((100 + n))) 200; do
+        for i in $(seq 1 "$n") $(seq 100 $((100 + n))) 200; do
             if grep -qx "$((p + i))" <<<"$used"; then busy=1; break; fi
         done
         if [ "$busy" -eq 0 ]; then

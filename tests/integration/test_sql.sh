@@ -3,15 +3,21 @@
 # hexad-compute on a free port, psql and pgbench as unchanged clients.
 #
 #   (a) create a table, insert rows in a transaction, exact count and sum;
+#   (a2) the writer's GET /metrics (README.md "Metrics"): Prometheus text;
+#       one INSERT moves the commit counter by exactly one, and the writer
+#       lock, statement and durability-wait counters; VDL covers the
+#       last commit once its reply came;
 #   (b) an error inside a transaction block, then ROLLBACK: data unchanged;
 #   (c) SIGTERM the compute node (exit 0), restart it (recovery, no redo
 #       replay): the data is still there;
 #   (d) SIGKILL two storage nodes of PG 0: more inserts still commit (4/6);
 #   (e) pgbench -n -M simple -c 4 -j 2 -t 50 over tables made by SQL:
-#       200 transactions processed, 0 failed, balances consistent;
+#       200 transactions processed, 0 failed, balances consistent; the
+#       writer's /metrics counted their commit replies;
 #   (f) a second hexad-compute on the same port exits 1 naming the port
-#       before it opens the volume (the running writer is not fenced); a
-#       reader role exits 1 "not supported yet";
+#       before it opens the volume (the running writer is not fenced), and
+#       so does one whose metrics port is taken; a reader role exits 1
+#       "not supported yet";
 #   (g) a third member of PG 0 lost (3/6): a commit is not acknowledged;
 #       after commit_timeout_ms the client gets ERROR 40003 "commit outcome
 #       unknown" naming the write quorum, with a hint, and the log says so.
@@ -19,8 +25,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 hx_require_bins HEXAD_STORAGE_BIN HEXADCTL_BIN HEXAD_COMPUTE_BIN
-for t in psql pg_isready pgbench jq; do
-    command -v "$t" >/dev/null || hx_fail "$t is not installed; run 'bash deploy/install-deps.sh' (postgresql-client, jq)"
+for t in psql pg_isready pgbench jq curl; do
+    command -v "$t" >/dev/null || hx_fail "$t is not installed; run 'bash deploy/install-deps.sh' (postgresql-client, jq, curl)"
 done
 
 SQL_TIMEOUT_S=120       # any one psql invocation
@@ -32,6 +38,16 @@ hx_cluster_start --pg-pages 16384
 sed -i "s/commit_timeout_ms=[0-9]*/commit_timeout_ms=$COMMIT_TIMEOUT_MS/" "$HX_CONF"
 grep -q "commit_timeout_ms=$COMMIT_TIMEOUT_MS" "$HX_CONF" || hx_fail "could not set commit_timeout_ms in $HX_CONF"
 hx_pg_env
+W1_METRICS=127.0.0.1:$((HX_BASE_PORT + 100))  # gen-cluster.sh: base port + 100
+grep -q "^compute id=w1 .*metrics=$W1_METRICS" "$HX_CONF" ||
+    hx_fail "cluster file gives w1 no metrics=$W1_METRICS: $(grep compute "$HX_CONF")"
+
+# w1_metric NAME [LABELS]: the value of NAME{LABELS} (default node="w1")
+# in a scrape of the writer's /metrics; fails when it is absent.
+w1_metric() {
+    curl -sS --max-time 5 "http://$W1_METRICS/metrics" |
+        awk -v want="$1{${2:-node=\"w1\"}}" '$1 == want { print $2; f = 1 } END { exit !f }'
+}
 
 # sql SQL...: runs through psql, stops at the first error; prints rows
 # unaligned, tuples only, '|' separated.
@@ -64,6 +80,45 @@ EOF
 expect "(a) count" "SELECT count(*) FROM t" "100"
 expect "(a) sum" "SELECT sum(v) FROM t" "50500"
 expect "(a) row" "SELECT s FROM t WHERE id = 42" "row 42"
+
+# ---- (a2) the writer's /metrics
+hdr=$HX_TMP/w1-headers
+body=$(curl -sS --max-time 5 -D "$hdr" "http://$W1_METRICS/metrics") ||
+    hx_fail "(a2) GET /metrics on w1 ($W1_METRICS) failed"
+grep -qi '^HTTP/1.1 200' "$hdr" || hx_fail "(a2) GET /metrics: not 200: $(head -1 "$hdr")"
+grep -qi '^Content-Type: text/plain; version=0.0.4' "$hdr" ||
+    hx_fail "(a2) GET /metrics: wrong content type: $(grep -i content-type "$hdr")"
+for name in commits_total writer_lock_acquisitions_total writer_lock_held_seconds_total \
+            writer_lock_handoff_seconds_total writer_lock_wait_seconds_total statements_total; do
+    grep -q "^# TYPE hexad_compute_$name counter$" <<<"$body" ||
+        hx_fail "(a2) w1's /metrics lacks the TYPE line of hexad_compute_$name"
+done
+sql "CREATE TABLE m (x INTEGER)" >/dev/null || hx_fail "(a2) CREATE TABLE m failed"
+declare -A m0 m1
+for name in commits_total writer_lock_acquisitions_total statements_total; do
+    m0[$name]=$(w1_metric "hexad_compute_$name") || hx_fail "(a2) no hexad_compute_$name on w1"
+done
+m0[waits]=$(w1_metric hexad_compute_reply_waits_total 'node="w1",kind="commit"') ||
+    hx_fail "(a2) no hexad_compute_reply_waits_total{kind=commit} on w1"
+sql "INSERT INTO m VALUES (1)" >/dev/null || hx_fail "(a2) INSERT INTO m failed"
+for name in commits_total writer_lock_acquisitions_total statements_total; do
+    m1[$name]=$(w1_metric "hexad_compute_$name") || hx_fail "(a2) no hexad_compute_$name on w1"
+done
+m1[waits]=$(w1_metric hexad_compute_reply_waits_total 'node="w1",kind="commit"') ||
+    hx_fail "(a2) no hexad_compute_reply_waits_total{kind=commit} on w1"
+[ "${m1[commits_total]}" -eq $((m0[commits_total] + 1)) ] ||
+    hx_fail "(a2) one INSERT moved hexad_compute_commits_total from ${m0[commits_total]} to ${m1[commits_total]}, not by 1"
+for name in writer_lock_acquisitions_total statements_total waits; do
+    [ "${m1[$name]}" -gt "${m0[$name]}" ] || hx_fail "(a2) $name did not move after an INSERT (${m0[$name]} -> ${m1[$name]})"
+done
+held=$(w1_metric hexad_compute_writer_lock_held_seconds_total) || hx_fail "(a2) no writer lock hold time"
+awk -v h="$held" 'BEGIN { exit !(h > 0) }' || hx_fail "(a2) the writer lock was held for $held s in all"
+vdl=$(w1_metric hexad_compute_vdl) || hx_fail "(a2) no hexad_compute_vdl on w1"
+last=$(w1_metric hexad_compute_last_commit_lsn) || hx_fail "(a2) no hexad_compute_last_commit_lsn on w1"
+[ "$vdl" -ge "$last" ] || hx_fail "(a2) VDL $vdl below the last commit's LSN $last after its reply"
+[ "$(w1_metric hexad_compute_storage_connected 'node="w1",storage="s1"')" = 1 ] ||
+    hx_fail "(a2) w1's /metrics does not show s1 connected"
+hx_pass "(a2) w1 /metrics: an INSERT moved commits ${m0[commits_total]} -> ${m1[commits_total]}, statements ${m0[statements_total]} -> ${m1[statements_total]}; writer lock held $held s in all; VDL $vdl >= last commit $last"
 
 # ---- (b) an error inside a transaction block, then ROLLBACK
 out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -A -t 2>&1 <<'EOF'
@@ -139,6 +194,13 @@ if grep -q "number of failed transactions" "$bench_out"; then
         hx_fail "(e) pgbench reports failed transactions: $(grep 'failed' "$bench_out")"
 fi
 hx_pass "(e) pgbench: 200/200 transactions, 0 failed; $(grep -m1 '^tps' "$bench_out")"
+waits=$(w1_metric hexad_compute_reply_waits_total 'node="w1",kind="commit"') ||
+    hx_fail "(e) no hexad_compute_reply_waits_total{kind=commit} on w1"
+# Counted since the restart in (c): the tables' commits and pgbench's 200.
+[ "$waits" -ge 200 ] || hx_fail "(e) w1 counted $waits commit replies held for durability, fewer than pgbench's 200"
+acq=$(w1_metric hexad_compute_writer_lock_acquisitions_total) || hx_fail "(e) no writer lock acquisitions"
+held=$(w1_metric hexad_compute_writer_lock_held_seconds_total) || hx_fail "(e) no writer lock hold time"
+hx_pass "(e) w1 /metrics: $waits commit replies held for durability; writer lock taken $acq times, mean hold $(awk -v h="$held" -v n="$acq" 'BEGIN { printf "%.0f us", h / n * 1e6 }')"
 expect "(e) history rows" "SELECT count(*) FROM pgbench_history" "200"
 # Every transaction adds the same delta to one account, teller and branch.
 expect "(e) balances agree" \
@@ -154,6 +216,19 @@ out=$(timeout -k 5 60 "$HEXAD_COMPUTE_BIN" --cluster "$HX_CONF" --id w1 </dev/nu
 grep -q "already in use" <<<"$out" || hx_fail "(f) the port-in-use error does not say so: $out"
 grep -q "recovery" <<<"$out" && hx_fail "(f) the second hexad-compute ran recovery before failing to listen: $out"
 hx_pass "(f) port in use: exit 1, '$(grep -m1 -o 'cannot listen.*in use' <<<"$out")'"
+# The same writer on a free PostgreSQL port: its metrics port is w1's.
+other_port=$((HX_BASE_PORT + 201))
+hx_port_listening "$other_port" && hx_fail "(f) port $other_port is taken; rerun"
+sed "s/^\(compute id=w1 .*addr=\)[^ ]*/\1127.0.0.1:$other_port/" "$HX_CONF" >"$HX_TMP/metrics-taken.conf"
+grep -q "addr=127.0.0.1:$other_port metrics=$W1_METRICS" "$HX_TMP/metrics-taken.conf" ||
+    hx_fail "(f) could not move w1's PostgreSQL port in a copy of the cluster file"
+rc=0
+out=$(timeout -k 5 60 "$HEXAD_COMPUTE_BIN" --cluster "$HX_TMP/metrics-taken.conf" --id w1 </dev/null 2>&1) || rc=$?
+[ "$rc" -eq 1 ] || hx_fail "(f) a hexad-compute whose metrics port is taken exited $rc, expected 1: $out"
+grep -q "cannot listen for metrics on $W1_METRICS (another process holds the port? change metrics= in the cluster file)" <<<"$out" ||
+    hx_fail "(f) the metrics-port error does not name the port and the fix: $out"
+grep -q "recovery" <<<"$out" && hx_fail "(f) the hexad-compute with a taken metrics port ran recovery: $out"
+hx_pass "(f) metrics port in use: exit 1, '$(grep -m1 -o 'cannot listen for metrics.*' <<<"$out")'"
 expect "(f) first writer still serves" "SELECT count(*) FROM t" "151"
 sed 's/role=writer/role=reader/' "$HX_CONF" >"$HX_TMP/reader.conf"
 rc=0

@@ -88,6 +88,26 @@ static void test_wire_compression(void **state)
     assert_non_null(strstr(err, "zstd or off"));
 }
 
+/* A compute line's metrics=: optional (none by default), kept as given,
+ * an error naming the line and HOST:PORT when it is not an address. */
+static void test_compute_metrics(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
+    assert_string_equal(hx_cluster_compute(&cfg, "w1")->metrics_addr, "");
+    assert_int_equal(hx_cluster_parse("compute id=w2 addr=h:1 "
+                                      "metrics=127.0.0.1:7200\n", &cfg, err,
+                                      sizeof err), HX_OK);
+    assert_string_equal(hx_cluster_compute(&cfg, "w2")->metrics_addr,
+                        "127.0.0.1:7200");
+    assert_int_equal(hx_cluster_parse("\ncompute id=w2 addr=h:1 "
+                                      "metrics=127.0.0.1\n", &cfg, err,
+                                      sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "line 2"));
+    assert_non_null(strstr(err, "metrics '127.0.0.1' is not HOST:PORT"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -95,6 +115,7 @@ int main(void)
         cmocka_unit_test(test_cache_mib),
         cmocka_unit_test(test_journal_mib),
         cmocka_unit_test(test_wire_compression),
+        cmocka_unit_test(test_compute_metrics),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -861,9 +861,9 @@ static void test_intending_writer_waits_for_writer(void **state)
     }
     assert_true(pending);
 
-    exec_arg in = {intending, f->name, "UPDATE acct SET bal = bal + 1 WHERE id = 3; "
-                            "UPDATE acct SET bal = bal - 1 WHERE id = 4",
-                   1, -1};
+    exec_arg in = {intending, f->name,
+                   "UPDATE acct SET bal = bal + 1 WHERE id = 3; "
+                   "UPDATE acct SET bal = bal - 1 WHERE id = 4", 1, -1};
     assert_int_equal(pthread_create(&it, NULL, exec_main, &in), 0);
     for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
         usleep(1000);
@@ -881,6 +881,73 @@ static void test_intending_writer_waits_for_writer(void **state)
     sqlite3_close(intending);
     sqlite3_close(probe);
     sqlite3_close(reader);
+    sqlite3_close(db);
+}
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* The writer lock's statistics (hx_vfs_stats; README.md "Metrics",
+ * hexad_compute_writer_lock_*): one connection holds the lock while
+ * another sleeps on it, then hands it over. Both acquisitions count; the
+ * hold covers at least the holder's transaction; the waiter's sleep and
+ * the hand-off gap are above zero and within the times they could span. */
+static void test_writer_lock_stats(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    create_accounts(db);
+    hx_vfs_stats s0 = stats_of(f->name);
+    assert_int_equal(s0.writer_acquisitions, 2); /* CREATE, INSERT */
+    assert_true(s0.writer_held_ns > 0);
+    assert_int_equal(s0.writer_wait_ns, 0);    /* nobody contended */
+    assert_int_equal(s0.writer_handoff_ns, 0);
+
+    exec_ok(db, "BEGIN IMMEDIATE");
+    uint64_t t_begin = mono_ns();
+    assert_int_equal(stats_of(f->name).writer_acquisitions, 3);
+    one_update_arg a = {f->name, -1};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, one_update_main, &a), 0);
+    /* Wait (bounded) until the other connection sleeps on the lock. */
+    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
+        usleep(1000);
+    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+    exec_ok(db, "UPDATE acct SET bal = bal + 5 WHERE id = 9");
+    uint64_t t_commit = mono_ns();
+    exec_ok(db, "UPDATE acct SET bal = bal - 5 WHERE id = 8; COMMIT");
+    pthread_join(th, NULL);
+    uint64_t t_joined = mono_ns();
+    assert_int_equal(a.rc, SQLITE_OK);
+
+    hx_vfs_stats s1 = stats_of(f->name);
+    /* ours, then the other's two autocommit UPDATEs */
+    assert_int_equal(s1.writer_acquisitions, 5);
+    assert_true(s1.writer_held_ns - s0.writer_held_ns >= t_commit - t_begin);
+    assert_true(s1.writer_held_ns - s0.writer_held_ns <= t_joined - t_begin);
+    assert_true(s1.writer_wait_ns > 0);
+    assert_true(s1.writer_wait_ns <= t_joined - t_begin);
+    assert_true(s1.writer_handoff_ns > 0);
+    assert_true(s1.writer_handoff_ns <= t_joined - t_commit);
+    assert_int_equal(s1.writer_waiters, 0);
+    print_message("  writer lock: %llu acquisitions, held %llu ns, waited "
+                  "%llu ns, hand-off %llu ns\n",
+                  (unsigned long long)s1.writer_acquisitions,
+                  (unsigned long long)s1.writer_held_ns,
+                  (unsigned long long)s1.writer_wait_ns,
+                  (unsigned long long)s1.writer_handoff_ns);
+
+    /* Uncontended again: no more waiting or hand-off time. */
+    exec_ok(db, "UPDATE acct SET bal = bal + 0 WHERE id = 0");
+    hx_vfs_stats s2 = stats_of(f->name);
+    assert_int_equal(s2.writer_acquisitions, 6);
+    assert_int_equal(s2.writer_wait_ns, s1.writer_wait_ns);
+    assert_int_equal(s2.writer_handoff_ns, s1.writer_handoff_ns);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1000);
     sqlite3_close(db);
 }
 
@@ -1114,6 +1181,7 @@ int main(void)
         T(test_writer_and_reader_threads),
         T(test_commit_says_more_are_coming),
         T(test_intending_writer_waits_for_writer),
+        T(test_writer_lock_stats),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
                                         fx_setup_1k, fx_teardown),
