@@ -8,6 +8,7 @@
 #include "config.h"
 #include "hx_err.h"
 #include "metrics_endpoint.h"
+#include "prom_text.h"
 
 struct metrics_http {
     hx_metrics_endpoint *ep;
@@ -17,24 +18,6 @@ struct metrics_http {
 /* ------------------------------------------------------------------------
  * Rendering.
  * ---------------------------------------------------------------------- */
-
-/* A label value with \, " and newline escaped (exposition format). */
-static void label_escape(const char *in, char *out, size_t len)
-{
-    size_t o = 0;
-    for (; in && *in && o + 3 < len; in++) {
-        if (*in == '\\' || *in == '"') {
-            out[o++] = '\\';
-            out[o++] = *in;
-        } else if (*in == '\n') {
-            out[o++] = '\\';
-            out[o++] = 'n';
-        } else {
-            out[o++] = *in;
-        }
-    }
-    out[o] = '\0';
-}
 
 typedef struct {
     const char *name;
@@ -81,7 +64,7 @@ static const counter_def counters[] = {
 int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
 {
     char node[2 * HX_ID_MAX + 4];
-    label_escape(st->node, node, sizeof node);
+    hx_prom_label_escape(st->node, node, sizeof node);
     int bad = 0;
     for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
         const counter_def *c = &counters[i];
