@@ -140,8 +140,13 @@ int vc_build_reports(const node_answer *ans, const pg_view *pgs, size_t n,
             hx_seg_report *sr = &rep[p].seg[m];
             if (node < 0 || !ans[node].answered)
                 continue;
-            sr->reachable = true; /* a node without the segment holds nothing */
             const Hexad__SegmentInfo *si = find_seg(&ans[node], pgs[p].pg);
+            /* A chain its node has not checked since a crash may claim a
+             * record it lost: that member counts as unreachable until the
+             * check is done (the survey then waits for a read quorum). */
+            if (si != NULL && si->chain_unverified)
+                continue;
+            sr->reachable = true; /* a node without the segment holds nothing */
             if (si == NULL)
                 continue;
             sr->scl = si->scl;
@@ -320,14 +325,17 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
         tails_buf = NULL;
         if ((rc = vc_build_reports(ans, pgs, n, rep, &tails_buf)) != HX_OK)
             goto out;
-        size_t answered = 0;
+        size_t answered = 0, checking = 0;
         max_epoch = 0;
         for (size_t i = 0; i < v->n_nodes; i++) {
             if (!ans[i].answered)
                 continue;
             answered++;
-            if (ans[i].reply->segment_info->volume_epoch > max_epoch)
-                max_epoch = ans[i].reply->segment_info->volume_epoch;
+            const Hexad__SegmentInfoResponse *r = ans[i].reply->segment_info;
+            if (r->volume_epoch > max_epoch)
+                max_epoch = r->volume_epoch;
+            for (size_t j = 0; j < r->n_segments; j++)
+                checking += r->segments[j]->chain_unverified;
         }
         uint32_t bad_pg = 0;
         rc = hx_recovery_base(rep, n, &base, &bad_pg);
@@ -337,14 +345,22 @@ int vc_recover(hx_volume *v, const hx_volume_opts *o)
             if (rc == HX_OK)
                 vc_progress(o, "recovery: only %zu storage nodes answer; "
                             "start more (at least %d)", answered, HX_READ_QUORUM);
+            else if (checking > 0)
+                vc_progress(o, "recovery: PG %u has no read quorum (3 of 6) "
+                            "of checked members: %zu segment(s) are still "
+                            "checking their chains after an unclean stop "
+                            "(their nodes log \"startup chain check done\"); "
+                            "start the writer again once they are done",
+                            bad_pg, checking);
             else
                 vc_progress(o, "recovery: PG %u has no read quorum (3 of 6); "
                             "start more of its storage nodes", bad_pg);
             rc = HX_ERR_NO_QUORUM;
             goto out;
         }
-        vc_progress(o, "recovery: waiting for storage nodes (%zu of %zu answer)",
-                    answered, v->n_nodes);
+        vc_progress(o, "recovery: waiting for storage nodes (%zu of %zu "
+                    "answer; %zu segment(s) checking their chains)",
+                    answered, v->n_nodes, checking);
         struct timespec ts = {0, 500 * 1000000};
         nanosleep(&ts, NULL); /* pacing between rounds, not a condition */
     }

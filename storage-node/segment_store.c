@@ -1740,6 +1740,7 @@ int segment_store_segment_info(segment_store *s,
         m->max_lsn = hx_chain_max_lsn(g->chain);
         m->scl_cpl = hx_chain_scl_cpl(g->chain);
         m->membership_epoch = g->membership_epoch;
+        m->chain_unverified = g->chain_unverified;
         for (size_t j = 0; j < g->n_members; j++) {
             memcpy(is->members[j], g->members[j], HX_ID_MAX);
             is->member_ptrs[j] = is->members[j];
