@@ -108,17 +108,24 @@ static void put_volume(hx_prom *p, const char *node,
 
     /* Per storage node. */
     static const struct {
-        const char *name, *type, *help;
+        const char *name, *type;
+        bool ns; /* a duration in nanoseconds, shown in seconds */
+        const char *help;
     } node_fams[] = {
-        {"hexad_compute_storage_connected", "gauge",
+        {"hexad_compute_storage_connected", "gauge", false,
          "1 while the writer is connected to the storage node."},
-        {"hexad_compute_appends_sent_total", "counter",
+        {"hexad_compute_appends_sent_total", "counter", false,
          "AppendRecords queued to the storage node (empty SCL polls too)."},
-        {"hexad_compute_append_records_sent_total", "counter",
+        {"hexad_compute_append_records_sent_total", "counter", false,
          "Records in them (a re-sent record counts again)."},
-        {"hexad_compute_append_bytes_sent_total", "counter",
+        {"hexad_compute_append_bytes_sent_total", "counter", false,
          "Their frames' bytes as queued for the socket (compressed with "
          "wire_compression)."},
+        {"hexad_compute_append_acks_total", "counter", false,
+         "AppendAcks from the storage node."},
+        {"hexad_compute_append_ack_seconds_total", "counter", true,
+         "Time those acks took from their append's queueing: the storage "
+         "round trip, its synced write included."},
     };
     for (size_t f = 0; f < sizeof node_fams / sizeof node_fams[0]; f++) {
         hx_prom_family(p, node_fams[f].name, node_fams[f].type,
@@ -126,12 +133,16 @@ static void put_volume(hx_prom *p, const char *node,
         for (size_t i = 0; i < m->n_nodes; i++) {
             const hx_node_metrics *n = &m->nodes[i];
             const uint64_t vals[] = {n->connected, n->appends_sent,
-                                     n->records_sent, n->bytes_sent};
+                                     n->records_sent, n->bytes_sent,
+                                     n->acks, n->ack_ns};
             char id[LABEL_VALUE_MAX];
             hx_prom_label_escape(n->id, id, sizeof id);
             snprintf(labels, sizeof labels, "node=\"%s\",storage=\"%s\"",
                      node, id);
-            hx_prom_u64(p, node_fams[f].name, labels, vals[f]);
+            if (node_fams[f].ns)
+                hx_prom_seconds_ns(p, node_fams[f].name, labels, vals[f]);
+            else
+                hx_prom_u64(p, node_fams[f].name, labels, vals[f]);
         }
     }
 

@@ -88,7 +88,6 @@
 #include "placement.h"
 #include "record.h"
 
-#define VC_INFLIGHT_MAX 2
 #define VC_BATCH_RECORDS_MAX 4096
 #define VC_BATCH_BYTES_MAX (8u << 20)
 #define VC_RING_BYTES_MAX (256u << 20)
@@ -101,6 +100,31 @@
 #define VC_POLL_MS 50                 /* design note 8 */
 #define VC_BOXCAR_US 1000             /* design note 3 */
 #define VC_BOXCAR_MTRS 3              /* held together at most */
+
+static uint64_t vc_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+/* (loop) A request to member m went out. */
+static void inflight_push(vc_member *m)
+{
+    m->sent_ns[m->inflight++] = vc_now_ns();
+}
+
+/* (loop) Its oldest request was answered: how long ago it went out. */
+static uint64_t inflight_pop(vc_member *m)
+{
+    if (m->inflight == 0)
+        return 0;
+    uint64_t took = vc_now_ns() - m->sent_ns[0];
+    for (int i = 1; i < m->inflight; i++)
+        m->sent_ns[i - 1] = m->sent_ns[i];
+    m->inflight--;
+    return took;
+}
 
 int64_t vc_now_ms(void)
 {
@@ -339,7 +363,7 @@ static void send_truncate(hx_volume *v, vc_pg *p, vc_member *m)
     env.truncate = &t;
     env.req_id = ++v->next_req_id;
     if (hx_conn_send(v->nodes[m->node].conn, &env) == HX_OK)
-        m->inflight++; /* the TruncateAck frees the slot */
+        inflight_push(m); /* the TruncateAck frees the slot */
 }
 
 /* Ships the records member m lacks, one AppendRecords. */
@@ -419,7 +443,7 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
     n->appends_sent++;
     n->records_sent += n_recs;
     n->bytes_sent += hx_conn_pending_bytes(n->conn) - queued;
-    m->inflight++;
+    inflight_push(m);
     m->members_sent = true;
     if (n_recs > 0)
         m->sent_lsn = batch[n_recs - 1]->lsn;
@@ -495,8 +519,10 @@ static void on_append_ack(hx_volume *v, int node, const Hexad__AppendAck *a)
     int k = p ? vc_member_index(p, node) : -1;
     if (k < 0 || v->lsn == NULL)
         return;
-    if (p->m[k].inflight > 0)
-        p->m[k].inflight--;
+    if (p->m[k].inflight > 0) {
+        v->nodes[node].acks++;
+        v->nodes[node].ack_ns += inflight_pop(&p->m[k]);
+    }
     if (hx_lsn_on_ack(v->lsn, a->pg, k, a->scl))
         vc_broadcast(v);
     ring_trim(v, p);
@@ -525,8 +551,7 @@ static void on_truncate_ack(hx_volume *v, int node, const Hexad__TruncateAck *a)
     int k = p ? vc_member_index(p, node) : -1;
     if (k < 0)
         return;
-    if (p->m[k].inflight > 0)
-        p->m[k].inflight--;
+    inflight_pop(&p->m[k]);
     if (p->m[k].trunc_pending) {
         p->m[k].trunc_pending = false;
         /* Resend from what the member really holds now. */

@@ -52,6 +52,8 @@ int hx_volume_metrics_get(hx_volume *v, hx_volume_metrics *m)
         nm->appends_sent = nd->appends_sent;
         nm->records_sent = nd->records_sent;
         nm->bytes_sent = nd->bytes_sent;
+        nm->acks = nd->acks;
+        nm->ack_ns = nd->ack_ns;
     }
     for (size_t i = 0; i < v->n_pgs; i++) /* indexed by PG: ascending */
         if (v->pgs[i] != NULL)

@@ -100,7 +100,20 @@ for name in commits_total writer_lock_acquisitions_total statements_total; do
 done
 m0[waits]=$(w1_metric hexad_compute_reply_waits_total 'node="w1",kind="commit"') ||
     hx_fail "(a2) no hexad_compute_reply_waits_total{kind=commit} on w1"
+# AppendAcks from all storage nodes, and the seconds they took.
+w1_acks() {
+    curl -sS --max-time 5 "http://$W1_METRICS/metrics" | awk '
+        /^hexad_compute_append_acks_total\{/ { n += $2 }
+        /^hexad_compute_append_ack_seconds_total\{/ { t += $2 }
+        END { printf "%d %.9f\n", n, t }'
+}
+read -r acks0 _ < <(w1_acks)
 sql "INSERT INTO m VALUES (1)" >/dev/null || hx_fail "(a2) INSERT INTO m failed"
+read -r acks1 ack_s < <(w1_acks)
+# The reply waited for a write quorum: four members acked that append.
+[ "$acks1" -ge $((acks0 + 4)) ] ||
+    hx_fail "(a2) an INSERT's reply came with AppendAcks $acks0 -> $acks1, not 4 more"
+awk -v t="$ack_s" 'BEGIN { exit !(t > 0) }' || hx_fail "(a2) the acks took $ack_s s in all"
 for name in commits_total writer_lock_acquisitions_total statements_total; do
     m1[$name]=$(w1_metric "hexad_compute_$name") || hx_fail "(a2) no hexad_compute_$name on w1"
 done
@@ -118,7 +131,7 @@ last=$(w1_metric hexad_compute_last_commit_lsn) || hx_fail "(a2) no hexad_comput
 [ "$vdl" -ge "$last" ] || hx_fail "(a2) VDL $vdl below the last commit's LSN $last after its reply"
 [ "$(w1_metric hexad_compute_storage_connected 'node="w1",storage="s1"')" = 1 ] ||
     hx_fail "(a2) w1's /metrics does not show s1 connected"
-hx_pass "(a2) w1 /metrics: an INSERT moved commits ${m0[commits_total]} -> ${m1[commits_total]}, statements ${m0[statements_total]} -> ${m1[statements_total]}; writer lock held $held s in all; VDL $vdl >= last commit $last"
+hx_pass "(a2) w1 /metrics: an INSERT moved commits ${m0[commits_total]} -> ${m1[commits_total]}, statements ${m0[statements_total]} -> ${m1[statements_total]}, storage acks $acks0 -> $acks1; writer lock held $held s in all; VDL $vdl >= last commit $last"
 
 # ---- (b) an error inside a transaction block, then ROLLBACK
 out=$(timeout -k 5 "$SQL_TIMEOUT_S" psql -X -A -t 2>&1 <<'EOF'

@@ -146,6 +146,8 @@ static void test_volume_lines(void **state)
     m.vol.nodes[0].appends_sent = 300;
     m.vol.nodes[0].records_sent = 1200;
     m.vol.nodes[0].bytes_sent = 456789;
+    m.vol.nodes[0].acks = 299;
+    m.vol.nodes[0].ack_ns = 1234567890;
     strcpy(m.vol.nodes[1].id, "s2");
     hx_pg_metrics pgs[1] = {{.pg = 3, .pgcl = 4999, .tail = 5010,
                              .unacked_records = 11, .unacked_bytes = 2048}};
@@ -177,6 +179,13 @@ static void test_volume_lines(void **state)
             "storage=\"s1\"} 456789");
     LINE(t, "hexad_compute_append_bytes_sent_total{node=\"w1\","
             "storage=\"s2\"} 0");
+    family(t, "hexad_compute_append_acks_total", "counter");
+    LINE(t, "hexad_compute_append_acks_total{node=\"w1\",storage=\"s1\"} 299");
+    family(t, "hexad_compute_append_ack_seconds_total", "counter");
+    LINE(t, "hexad_compute_append_ack_seconds_total{node=\"w1\","
+            "storage=\"s1\"} 1.234567890");
+    LINE(t, "hexad_compute_append_ack_seconds_total{node=\"w1\","
+            "storage=\"s2\"} 0.000000000");
     family(t, "hexad_compute_pg_pgcl", "gauge");
     LINE(t, "hexad_compute_pg_pgcl{node=\"w1\",pg=\"3\"} 4999");
     LINE(t, "hexad_compute_pg_tail_lsn{node=\"w1\",pg=\"3\"} 5010");
