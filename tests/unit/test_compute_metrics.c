@@ -15,6 +15,7 @@
 
 #include "compute_metrics.h"
 #include "hx_err.h"
+#include "metrics_text.h"
 
 /* The rendered text, NUL-terminated (the caller frees it). */
 static char *render(const compute_metrics *m)
@@ -22,27 +23,14 @@ static char *render(const compute_metrics *m)
     struct evbuffer *b = evbuffer_new();
     assert_non_null(b);
     assert_int_equal(compute_metrics_render(m, b), HX_OK);
-    size_t n = evbuffer_get_length(b);
-    char *text = malloc(n + 1);
+    char *text = hx_test_evbuffer_text(b);
     assert_non_null(text);
-    evbuffer_remove(b, text, n);
-    text[n] = '\0';
-    evbuffer_free(b);
     return text;
-}
-
-static bool has_line(const char *text, const char *line)
-{
-    size_t n = strlen(line);
-    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
-        if ((p == text || p[-1] == '\n') && p[n] == '\n')
-            return true;
-    return false;
 }
 
 #define LINE(t, l)                                                          \
     do {                                                                    \
-        if (!has_line((t), (l)))                                            \
+        if (!hx_test_has_line((t), (l)))                                            \
             fail_msg("no line \"%s\" in:\n%s", (l), (t));                   \
     } while (0)
 

@@ -13,6 +13,7 @@
 #include <event2/buffer.h>
 
 #include "hx_err.h"
+#include "metrics_text.h"
 #include "metrics_http.h"
 
 /* The rendered text, NUL-terminated (the caller frees it). */
@@ -21,22 +22,9 @@ static char *render(const Hexad__NodeStatus *st)
     struct evbuffer *b = evbuffer_new();
     assert_non_null(b);
     assert_int_equal(metrics_render(st, b), HX_OK);
-    size_t n = evbuffer_get_length(b);
-    char *text = malloc(n + 1);
+    char *text = hx_test_evbuffer_text(b);
     assert_non_null(text);
-    evbuffer_remove(b, text, n);
-    text[n] = '\0';
-    evbuffer_free(b);
     return text;
-}
-
-static bool has_line(const char *text, const char *line)
-{
-    size_t n = strlen(line);
-    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
-        if ((p == text || p[-1] == '\n') && p[n] == '\n')
-            return true;
-    return false;
 }
 
 /* Every counter: HELP, TYPE counter, one sample labelled with the node. */
@@ -59,27 +47,27 @@ static void test_counters(void **state)
     st.uptime_ms = 61234;
     st.volume_epoch = 4;
     char *t = render(&st);
-    assert_true(has_line(t, "# TYPE hexad_records_received_total counter"));
-    assert_true(has_line(t, "hexad_records_received_total{node=\"s1\"} 12345"));
-    assert_true(has_line(t, "hexad_gc_bytes_removed_total{node=\"s1\"} 7"));
-    assert_true(has_line(t, "hexad_gc_compactions_total{node=\"s1\"} 2"));
-    assert_true(has_line(t, "# TYPE hexad_checkpoints_total counter"));
-    assert_true(has_line(t, "hexad_checkpoints_total{node=\"s1\"} 5"));
-    assert_true(has_line(t, "# TYPE hexad_journal_used_bytes gauge"));
-    assert_true(has_line(t, "hexad_journal_used_bytes{node=\"s1\"} 1048576"));
-    assert_true(has_line(t, "# TYPE hexad_journal_bytes gauge"));
-    assert_true(has_line(t, "hexad_journal_bytes{node=\"s1\"} 67108864"));
-    assert_true(has_line(t, "hexad_repairs_total{node=\"s1\"} 2"));
-    assert_true(has_line(t, "# TYPE hexad_wire_bytes_received_total counter"));
-    assert_true(has_line(t, "hexad_wire_bytes_received_total{node=\"s1\"} 400"));
-    assert_true(has_line(t, "hexad_frame_bytes_received_total{node=\"s1\"} 900"));
-    assert_true(has_line(t, "hexad_gossip_truncations_total{node=\"s1\"} 3"));
-    assert_true(has_line(t, "hexad_checksum_failures_total{node=\"s1\"} 0"));
-    assert_true(has_line(t, "hexad_uptime_seconds{node=\"s1\"} 61.234"));
-    assert_true(has_line(t, "hexad_volume_epoch{node=\"s1\"} 4"));
-    assert_true(has_line(t, "hexad_segments{node=\"s1\"} 0"));
-    assert_true(has_line(t, "# TYPE hexad_segments_unverified gauge"));
-    assert_true(has_line(t, "hexad_segments_unverified{node=\"s1\"} 6"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_records_received_total counter"));
+    assert_true(hx_test_has_line(t, "hexad_records_received_total{node=\"s1\"} 12345"));
+    assert_true(hx_test_has_line(t, "hexad_gc_bytes_removed_total{node=\"s1\"} 7"));
+    assert_true(hx_test_has_line(t, "hexad_gc_compactions_total{node=\"s1\"} 2"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_checkpoints_total counter"));
+    assert_true(hx_test_has_line(t, "hexad_checkpoints_total{node=\"s1\"} 5"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_journal_used_bytes gauge"));
+    assert_true(hx_test_has_line(t, "hexad_journal_used_bytes{node=\"s1\"} 1048576"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_journal_bytes gauge"));
+    assert_true(hx_test_has_line(t, "hexad_journal_bytes{node=\"s1\"} 67108864"));
+    assert_true(hx_test_has_line(t, "hexad_repairs_total{node=\"s1\"} 2"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_wire_bytes_received_total counter"));
+    assert_true(hx_test_has_line(t, "hexad_wire_bytes_received_total{node=\"s1\"} 400"));
+    assert_true(hx_test_has_line(t, "hexad_frame_bytes_received_total{node=\"s1\"} 900"));
+    assert_true(hx_test_has_line(t, "hexad_gossip_truncations_total{node=\"s1\"} 3"));
+    assert_true(hx_test_has_line(t, "hexad_checksum_failures_total{node=\"s1\"} 0"));
+    assert_true(hx_test_has_line(t, "hexad_uptime_seconds{node=\"s1\"} 61.234"));
+    assert_true(hx_test_has_line(t, "hexad_volume_epoch{node=\"s1\"} 4"));
+    assert_true(hx_test_has_line(t, "hexad_segments{node=\"s1\"} 0"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_segments_unverified gauge"));
+    assert_true(hx_test_has_line(t, "hexad_segments_unverified{node=\"s1\"} 6"));
     assert_null(strstr(t, "hexad_segment_scl")); /* no segment, no family */
     /* Every line is a comment or "name{labels} value". */
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))
@@ -109,20 +97,20 @@ static void test_segments_and_escaping(void **state)
     st.segments = segs;
     st.n_segments = 2;
     char *t = render(&st);
-    assert_true(has_line(t, "hexad_segments{node=\"a\\\"b\\\\c\"} 2"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(t, "hexad_segments{node=\"a\\\"b\\\\c\"} 2"));
+    assert_true(hx_test_has_line(
         t, "hexad_segment_scl{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 2010100"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(
         t, "hexad_segment_records{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 10100"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(
         t, "hexad_segment_scl{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"1\"} 5"));
-    assert_true(has_line(t, "# TYPE hexad_segment_scl gauge"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(t, "# TYPE hexad_segment_scl gauge"));
+    assert_true(hx_test_has_line(
         t, "hexad_segment_coalesced_lsn{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 2000000"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(
         t, "hexad_segment_gc_lsn{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 1500000"));
-    assert_true(has_line(t, "# TYPE hexad_segment_gc_lsn gauge"));
-    assert_true(has_line(
+    assert_true(hx_test_has_line(t, "# TYPE hexad_segment_gc_lsn gauge"));
+    assert_true(hx_test_has_line(
         t, "hexad_segment_coalesce_lag{node=\"a\\\"b\\\\c\",volume=\"2\",pg=\"0\"} 10100"));
     free(t);
 }

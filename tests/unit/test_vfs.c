@@ -108,6 +108,14 @@ static hx_vfs_stats stats_of(const char *name)
     return st;
 }
 
+/* Waits (bounded) until one connection sleeps on the writer lock. */
+static void await_writer_waiter(const char *name)
+{
+    for (int i = 0; i < 5000 && stats_of(name).writer_waiters == 0; i++)
+        usleep(1000);
+    assert_int_equal(stats_of(name).writer_waiters, 1);
+}
+
 /* ---- SQL helpers ------------------------------------------------------ */
 
 static sqlite3 *open_db(const char *vfs)
@@ -779,10 +787,7 @@ static void test_commit_says_more_are_coming(void **state)
     one_update_arg a = {f->name, -1};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, one_update_main, &a), 0);
-    /* Wait (bounded) until the other connection sleeps on the lock. */
-    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
-        usleep(1000);
-    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+    await_writer_waiter(f->name);
     exec_ok(db, "UPDATE acct SET bal = bal + 5 WHERE id = 9; COMMIT");
     size_t mine = mem_page_store_mtr_count(f->ms);
     pthread_join(th, NULL);
@@ -865,9 +870,7 @@ static void test_intending_writer_waits_for_writer(void **state)
                    "UPDATE acct SET bal = bal + 1 WHERE id = 3; "
                    "UPDATE acct SET bal = bal - 1 WHERE id = 4", 1, -1};
     assert_int_equal(pthread_create(&it, NULL, exec_main, &in), 0);
-    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
-        usleep(1000);
-    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+    await_writer_waiter(f->name);
 
     exec_ok(reader, "COMMIT");
     pthread_join(wt, NULL);
@@ -913,10 +916,7 @@ static void test_writer_lock_stats(void **state)
     one_update_arg a = {f->name, -1};
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, one_update_main, &a), 0);
-    /* Wait (bounded) until the other connection sleeps on the lock. */
-    for (int i = 0; i < 5000 && stats_of(f->name).writer_waiters == 0; i++)
-        usleep(1000);
-    assert_int_equal(stats_of(f->name).writer_waiters, 1);
+    await_writer_waiter(f->name);
     exec_ok(db, "UPDATE acct SET bal = bal + 5 WHERE id = 9");
     uint64_t t_commit = mono_ns();
     exec_ok(db, "UPDATE acct SET bal = bal - 5 WHERE id = 8; COMMIT");
