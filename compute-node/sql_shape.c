@@ -33,6 +33,9 @@ static bool word_is(const char *w, size_t n, const char *kw)
     return strlen(kw) == n && strncasecmp(w, kw, n) == 0;
 }
 
+/* Parentheses deeper than this: not shaped. */
+#define SHAPE_DEPTH_MAX 32
+
 typedef struct {
     sql_shape *out;
     bool ok;
@@ -71,7 +74,12 @@ bool sql_shape_of(const char *sql, const char *end, sql_shape *out)
     bool first_word = true;
     /* Literals become parameters only while this holds (sql_shape.h). */
     bool bind = true;
-    bool before_from = false; /* a SELECT or WITH's result columns */
+    /* in_list[d]: a SELECT at depth d is in its result columns (until
+     * its FROM at depth d, or the ')' that closes d); a literal inside
+     * any of them is part of a column's name. */
+    bool in_list[SHAPE_DEPTH_MAX] = {false};
+    int lists = 0;            /* depths with in_list set */
+    bool after_distinct = false; /* IS [NOT] DISTINCT FROM is no FROM */
 
     while (p < end && sh.ok) {
         char c = *p;
@@ -88,7 +96,7 @@ bool sql_shape_of(const char *sql, const char *end, sql_shape *out)
             emit(&sh, p, (size_t)(e - p));
             p = e;
         } else if (c == '\'' && (p == sql || !is_word_char(p[-1])) && bind &&
-                   !before_from) {
+                   lists == 0) {
             bool doubled = false;
             const char *e = past_quoted(p, end, &doubled);
             if (e == NULL)
@@ -113,7 +121,7 @@ bool sql_shape_of(const char *sql, const char *end, sql_shape *out)
             bool plain = (p == sql || (!is_word_char(p[-1]) && p[-1] != '.')) &&
                          (e == end || (!is_word_char(*e) && *e != '.')) &&
                          e - p <= 18;
-            if (plain && bind && !before_from) {
+            if (plain && bind && lists == 0) {
                 int64_t v = 0;
                 for (const char *d = p; d < e; d++)
                     v = v * 10 + (*d - '0');
@@ -131,30 +139,38 @@ bool sql_shape_of(const char *sql, const char *end, sql_shape *out)
             while (e < end && is_word_char(*e))
                 e++;
             size_t n = (size_t)(e - p);
-            if (first_word) {
-                if (word_is(p, n, "SELECT") || word_is(p, n, "WITH"))
-                    before_from = true;
-                else if (!word_is(p, n, "INSERT") &&
-                         !word_is(p, n, "UPDATE") &&
-                         !word_is(p, n, "DELETE") &&
-                         !word_is(p, n, "REPLACE"))
-                    return false;
-                first_word = false;
-            } else if (depth == 0 && word_is(p, n, "FROM")) {
-                before_from = false;
+            if (first_word && !word_is(p, n, "SELECT") &&
+                !word_is(p, n, "WITH") && !word_is(p, n, "INSERT") &&
+                !word_is(p, n, "UPDATE") && !word_is(p, n, "DELETE") &&
+                !word_is(p, n, "REPLACE"))
+                return false;
+            first_word = false;
+            if (word_is(p, n, "SELECT") && !in_list[depth]) {
+                in_list[depth] = true;
+                lists++;
+            } else if (word_is(p, n, "FROM") && !after_distinct &&
+                       in_list[depth]) {
+                in_list[depth] = false;
+                lists--;
             } else if (word_is(p, n, "ORDER") || word_is(p, n, "GROUP") ||
                        word_is(p, n, "RETURNING")) {
                 bind = false;
             }
+            after_distinct = word_is(p, n, "DISTINCT");
             emit(&sh, p, n);
             p = e;
         } else if (c == '?' || c == ':' || c == '@' || c == '$') {
             return false;
         } else {
-            if (c == '(')
-                depth++;
-            else if (c == ')' && depth > 0)
+            if (c == '(' && ++depth == SHAPE_DEPTH_MAX)
+                return false;
+            if (c == ')' && depth > 0) {
+                if (in_list[depth]) {
+                    in_list[depth] = false;
+                    lists--;
+                }
                 depth--;
+            }
             emit(&sh, p, 1);
             p++;
         }

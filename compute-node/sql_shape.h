@@ -55,8 +55,10 @@ typedef struct {
  * the literals point into [sql, end).
  *
  * Left in the text (so still part of the cache key):
- *  - the result columns of a SELECT or WITH before its first top-level
- *    FROM (a column's name is its expression's text: "SELECT 1");
+ *  - the result columns of every SELECT, subqueries and CTEs included,
+ *    up to its own FROM (not the FROM of IS [NOT] DISTINCT FROM) or the
+ *    ')' that closes it: a column's name is its expression's text
+ *    ("SELECT 1", "SELECT * FROM (SELECT 5)");
  *  - everything from the first ORDER, GROUP or RETURNING on ("ORDER BY 1"
  *    names a column; RETURNING names the result columns);
  *  - numbers that are not plain decimal integers (1.5, 1e3, 0x1F, long

@@ -1257,6 +1257,26 @@ static void test_literal_columns_and_order_by_position(void **state)
     feed_query(f, "select a, b from t where a > 0 order by 1");
     ms = expect(f, "TDDDCZ");
     assert_string_equal(col(&ms->m[1], 0), "1");
+    /* Subqueries' columns are named by their text too. */
+    const struct {
+        const char *sql;
+        int col;
+        const char *name;
+    } named[] = {
+        {"select * from (select 5, 'x', a + 1 from t)", 0, "5"},
+        {"select * from (select 5, 'x', a + 1 from t)", 1, "'x'"},
+        {"select * from (select 5, 'x', a + 1 from t)", 2, "a + 1"},
+        {"select a is distinct from 5, 7 from t", 0, "a is distinct from 5"},
+        {"select a is distinct from 5, 7 from t", 1, "7"},
+        {"select * from t join (select 9) on 1", 2, "9"},
+    };
+    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++) {
+        feed_query(f, named[i].sql);
+        ms = read_new(f, false);
+        assert_int_equal(ms->types[0], 'T');
+        desc_oid(&ms->m[0], named[i].col, &name);
+        assert_string_equal(name, named[i].name);
+    }
     feed_query(f, "insert into t values (4, 0) returning a, 5");
     ms = expect(f, "TDCZ");
     desc_oid(&ms->m[0], 1, &name);

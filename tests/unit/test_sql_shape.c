@@ -98,6 +98,22 @@ static void test_literals_that_name_or_pick_columns(void **state)
     assert_true(shape("insert into t values (5) returning a, 6"));
     assert_string_equal(sh.text, "insert into t values (?) returning a, 6");
 
+    /* Every SELECT's result columns, at any depth; IS DISTINCT FROM is
+     * not the FROM that ends them. */
+    assert_true(shape("select * from (select 5, 'x', a + 1 from t) "
+                      "where b = 6"));
+    assert_string_equal(sh.text, "select * from (select 5, 'x', a + 1 from "
+                                 "t) where b = ?");
+    assert_true(shape("select * from t join (select 9) on 1"));
+    assert_string_equal(sh.text, "select * from t join (select 9) on ?");
+    assert_true(shape("select a is distinct from 5, 7 from t where c = 8"));
+    assert_string_equal(sh.text,
+                        "select a is distinct from 5, 7 from t where c = ?");
+    assert_true(shape("select (select 2 from u where v = 3) from t where "
+                      "(select 4) = 4"));
+    assert_string_equal(sh.text, "select (select 2 from u where v = 3) from "
+                                 "t where (select 4) = ?");
+
     /* Names that contain keywords are not keywords. */
     assert_true(shape("select a from t where orderly = 2 and fromage = 3"));
     assert_int_equal(sh.n_literals, 2);
