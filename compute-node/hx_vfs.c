@@ -47,8 +47,7 @@
  *      (this process is the volume's only writer).
  *   6. At most one file holds a lock above SHARED; a file holds EXCLUSIVE
  *      only while no other file holds SHARED; no new SHARED is granted while
- *      a file holds PENDING or EXCLUSIVE, nor, while any file holds the
- *      writer lock, to a file that intends to write (hx_vfs_intend_write).
+ *      a file holds PENDING or EXCLUSIVE.
  *   7. Only the main database goes to the store; journals are in memory,
  *      temporary files go to the default VFS, WAL is refused.
  *
@@ -937,13 +936,11 @@ static int vfs_main_lock(sqlite3_file *file, int level)
         goto out;
     vfs_set_busy_for_writer(f, 0);
     if (level == SQLITE_LOCK_SHARED) {
-        /* A connection about to write (hx_vfs_intend_write) waits for the
-         * writer without SHARED: it could not write before the writer
-         * leaves anyway, its SHARED would hold the writer's commit in
-         * PENDING, and as a writer-lock waiter it is woken alone, not
-         * with every refused reader. */
-        if (v->writer && (v->writer->lock >= SQLITE_LOCK_PENDING ||
-                          f->write_intent)) {
+        /* Refused while a commit holds PENDING or EXCLUSIVE. A connection
+         * about to write (hx_vfs_intend_write) then waits as a writer-lock
+         * waiter, woken alone when the writer leaves, not with every
+         * refused reader: it would ask for the writer lock next anyway. */
+        if (v->writer && v->writer->lock >= SQLITE_LOCK_PENDING) {
             rc = SQLITE_BUSY;
             vfs_set_busy_for_writer(f, f->write_intent);
             goto out;
@@ -1626,6 +1623,11 @@ void hx_vfs_intend_write(sqlite3 *db, int on)
         return;
     pthread_mutex_lock(&f->vfs->mu);
     f->write_intent = on;
+    /* Its statement returned: whatever refusal it met, it waits no more
+     * (SQLite answers BUSY without the busy handler to a transaction
+     * that already read, and that refusal must not look like a waiter). */
+    if (!on)
+        vfs_set_busy_for_writer(f, 0);
     pthread_mutex_unlock(&f->vfs->mu);
 }
 

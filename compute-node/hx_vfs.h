@@ -57,11 +57,12 @@ int hx_vfs_unregister(const char *name);
  * On failure *db is NULL. Close with sqlite3_close(). */
 int hx_vfs_open_db(const char *vfsname, sqlite3 **db);
 
-/* Says whether the statement db runs next may write (on) or not; a no-op
- * when db is not on a hexad VFS. While on, the connection asks for no
- * SHARED lock as long as another connection holds the writer lock: it
- * waits for that writer as one of the writer-lock waiters (woken one at a
- * time, and counted for HX_MTR_MORE_COMING). Readers are unaffected. */
+/* Brackets a statement that may write: on before it runs, off after it
+ * returned; a no-op when db is not on a hexad VFS. While on, a refusal of
+ * SHARED (another connection is committing) makes the connection wait as
+ * one of the writer-lock waiters (woken one at a time, and counted for
+ * HX_MTR_MORE_COMING) instead of among the refused readers, all woken
+ * together. Off also ends any wait the statement was counted in. */
 void hx_vfs_intend_write(sqlite3 *db, int on);
 
 /* LSN of the last transaction this connection committed through a hexad

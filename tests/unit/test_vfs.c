@@ -951,6 +951,62 @@ static void test_writer_lock_stats(void **state)
     sqlite3_close(db);
 }
 
+/* Runs sql as pg_session does: bracketed by hx_vfs_intend_write when the
+ * statement may write. Returns SQLite's result. */
+static int exec_intending(sqlite3 *db, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    int writes = !sqlite3_stmt_readonly(st);
+    if (writes)
+        hx_vfs_intend_write(db, 1);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+    }
+    if (writes)
+        hx_vfs_intend_write(db, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* The intent changes only how a refused connection waits, never what is
+ * refused: a write to a TEMP table needs just SHARED on main, and gets it
+ * while another connection holds the writer lock. And a refusal the
+ * statement saw without waiting (a read transaction asking for the
+ * writer lock gets BUSY at once) is not left counted as a waiter: the
+ * lock sitting free afterwards is no hand-off. */
+static void test_write_intent_refuses_nothing_more(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    sqlite3 *other = open_db(f->name);
+    create_accounts(db);
+    exec_ok(other, "CREATE TEMP TABLE tt(id, bal)");
+    exec_ok(db, "BEGIN IMMEDIATE");
+    exec_ok(db, "UPDATE acct SET bal = bal + 1 WHERE id = 1");
+    assert_int_equal(exec_intending(other, "INSERT INTO temp.tt SELECT id, "
+                                           "bal FROM acct"), SQLITE_OK);
+    assert_int_equal(query_int(other, "SELECT count(*) FROM temp.tt"), 10);
+    exec_ok(db, "COMMIT");
+
+    exec_ok(other, "BEGIN");
+    assert_int_equal(query_int(other, "SELECT bal FROM acct WHERE id = 1"),
+                     101);
+    exec_ok(db, "BEGIN IMMEDIATE");
+    assert_int_equal(exec_intending(other, "UPDATE acct SET bal = 0 WHERE "
+                                           "id = 2") & 0xff, SQLITE_BUSY);
+    exec_ok(other, "ROLLBACK");
+    exec_ok(db, "UPDATE acct SET bal = bal - 1 WHERE id = 1; COMMIT");
+    hx_vfs_stats a = stats_of(f->name);
+    exec_ok(db, "UPDATE acct SET bal = bal + 0 WHERE id = 1");
+    hx_vfs_stats b = stats_of(f->name);
+    assert_int_equal(b.writer_handoff_ns, a.writer_handoff_ns);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1000);
+    sqlite3_close(other);
+    sqlite3_close(db);
+}
+
 /* Locks: an open read transaction keeps the writer from committing; it
  * commits once the reader ends, and the reader then sees the change. */
 static void test_reader_blocks_commit(void **state)
@@ -1181,6 +1237,7 @@ int main(void)
         T(test_writer_and_reader_threads),
         T(test_commit_says_more_are_coming),
         T(test_intending_writer_waits_for_writer),
+        T(test_write_intent_refuses_nothing_more),
         T(test_writer_lock_stats),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
