@@ -1740,7 +1740,9 @@ int segment_store_segment_info(segment_store *s,
         m->max_lsn = hx_chain_max_lsn(g->chain);
         m->scl_cpl = hx_chain_scl_cpl(g->chain);
         m->membership_epoch = g->membership_epoch;
-        m->chain_unverified = g->chain_unverified;
+        /* Its scl vouches for nothing while the check is pending or a
+         * record it covers is known lost (segment_verify.c). */
+        m->chain_unverified = g->chain_unverified || g->missing_lsn != 0;
         for (size_t j = 0; j < g->n_members; j++) {
             memcpy(is->members[j], g->members[j], HX_ID_MAX);
             is->member_ptrs[j] = is->members[j];

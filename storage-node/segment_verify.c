@@ -29,9 +29,10 @@
  * Invariants:
  *  1. GetPage refuses an unverified segment (HX_ERR_NOT_COMPLETE: the
  *     writer reads another member), and SegmentInfo marks it
- *     (chain_unverified: a recovering writer counts the member as
- *     unreachable, compute-node/volume_open.c). Appends, gossip,
- *     truncation and repair go on as usual.
+ *     (chain_unverified, as it marks a segment with a record known
+ *     missing: a recovering writer counts the member as unreachable,
+ *     compute-node/volume_open.c). Appends, gossip, truncation and
+ *     repair go on as usual.
  *  2. Nothing is derived from an unverified chain nor collected from it:
  *     coalescing and GC skip the segment, since a page version built
  *     without a lost record, or a GC point above it, would hide the hole

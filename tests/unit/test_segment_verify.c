@@ -269,6 +269,26 @@ static void repair(segment_store *s, uint64_t lsn)
         fail_msg("repair of record %" PRIu64 ": %s", lsn, why.msg);
 }
 
+/* What SegmentInfo tells a recovering writer about pg: whether its scl
+ * may claim a lost record (chain_unverified). */
+static bool info_unverified(segment_store *s, uint32_t pg)
+{
+    Hexad__SegmentInfoRequest req = HEXAD__SEGMENT_INFO_REQUEST__INIT;
+    req.volume = VOL;
+    Hexad__SegmentInfoResponse *info = NULL;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_segment_info(s, &req, &info, &why), HX_OK);
+    bool found = false, unverified = false;
+    for (size_t i = 0; i < info->n_segments; i++)
+        if (info->segments[i]->pg == pg) {
+            found = true;
+            unverified = info->segments[i]->chain_unverified;
+        }
+    segment_store_segment_info_free(info);
+    assert_true(found);
+    return unverified;
+}
+
 /* ------------------------------------------------------------------------
  * Tests.
  * ---------------------------------------------------------------------- */
@@ -333,6 +353,8 @@ static void test_lost_records_found_by_the_startup_check(void **state)
     /* Served now, the page would lack record 40 (read_checked says so). */
     assert_refused(s, 0, N_RECORDS, "not verified yet");
     assert_refused(s, 1, 1, "not verified yet");
+    assert_true(info_unverified(s, 0));
+    assert_true(info_unverified(s, 1));
 
     /* PG 0 keeps 59 records; the walk's 60th is PG 1's first: PG 0 is
      * verified, PG 1 not yet. */
@@ -343,6 +365,9 @@ static void test_lost_records_found_by_the_startup_check(void **state)
     assert_served(s, 0, 38);
     assert_refused(s, 0, 40, "lacks record 40");
     assert_refused(s, 0, N_RECORDS, "lacks record 40");
+    /* Walked, but its SCL still claims record 40: not sound for recovery
+     * until the record is back. */
+    assert_true(info_unverified(s, 0));
     assert_refused(s, 1, 1, "not verified yet");
 
     walk_all(s);
@@ -354,6 +379,8 @@ static void test_lost_records_found_by_the_startup_check(void **state)
     repair(s, 40);
     repair(s, N_RECORDS - 1);
     assert_int_equal(segment_store_repair_count(s), 0);
+    assert_false(info_unverified(s, 0));
+    assert_false(info_unverified(s, 1));
     for (uint64_t lsn = 2; lsn <= N_RECORDS; lsn++)
         assert_served(s, rec_pg(lsn), lsn);
 
