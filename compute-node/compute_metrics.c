@@ -122,7 +122,8 @@ static void put_volume(hx_prom *p, const char *node,
          "Their frames' bytes as queued for the socket (compressed with "
          "wire_compression)."},
         {"hexad_compute_append_acks_total", "counter", false,
-         "AppendAcks from the storage node."},
+         "AppendAcks from the storage node to appends that carried "
+         "records."},
         {"hexad_compute_append_ack_seconds_total", "counter", true,
          "Time those acks took from their append's queueing: the storage "
          "round trip, its synced write included."},

@@ -108,18 +108,20 @@ static uint64_t vc_now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* (loop) A request to member m went out. */
-static void inflight_push(vc_member *m)
+/* (loop) A request to member m went out; timed: one that carries records
+ * (an empty SCL poll or a truncation is not a commit's round trip). */
+static void inflight_push(vc_member *m, bool timed)
 {
-    m->sent_ns[m->inflight++] = vc_now_ns();
+    m->sent_ns[m->inflight++] = timed ? vc_now_ns() : 0;
 }
 
-/* (loop) Its oldest request was answered: how long ago it went out. */
+/* (loop) Its oldest request was answered: how long ago it went out, 0
+ * when it was not timed. */
 static uint64_t inflight_pop(vc_member *m)
 {
     if (m->inflight == 0)
         return 0;
-    uint64_t took = vc_now_ns() - m->sent_ns[0];
+    uint64_t took = m->sent_ns[0] != 0 ? vc_now_ns() - m->sent_ns[0] : 0;
     for (int i = 1; i < m->inflight; i++)
         m->sent_ns[i - 1] = m->sent_ns[i];
     m->inflight--;
@@ -363,7 +365,7 @@ static void send_truncate(hx_volume *v, vc_pg *p, vc_member *m)
     env.truncate = &t;
     env.req_id = ++v->next_req_id;
     if (hx_conn_send(v->nodes[m->node].conn, &env) == HX_OK)
-        inflight_push(m); /* the TruncateAck frees the slot */
+        inflight_push(m, false); /* the TruncateAck frees the slot */
 }
 
 /* Ships the records member m lacks, one AppendRecords. */
@@ -443,7 +445,7 @@ static void send_member(hx_volume *v, vc_pg *p, vc_member *m, bool poll)
     n->appends_sent++;
     n->records_sent += n_recs;
     n->bytes_sent += hx_conn_pending_bytes(n->conn) - queued;
-    inflight_push(m);
+    inflight_push(m, n_recs > 0);
     m->members_sent = true;
     if (n_recs > 0)
         m->sent_lsn = batch[n_recs - 1]->lsn;
@@ -519,9 +521,10 @@ static void on_append_ack(hx_volume *v, int node, const Hexad__AppendAck *a)
     int k = p ? vc_member_index(p, node) : -1;
     if (k < 0 || v->lsn == NULL)
         return;
-    if (p->m[k].inflight > 0) {
+    uint64_t took = inflight_pop(&p->m[k]);
+    if (took > 0) {
         v->nodes[node].acks++;
-        v->nodes[node].ack_ns += inflight_pop(&p->m[k]);
+        v->nodes[node].ack_ns += took;
     }
     if (hx_lsn_on_ack(v->lsn, a->pg, k, a->scl))
         vc_broadcast(v);

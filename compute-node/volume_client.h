@@ -171,8 +171,9 @@ typedef struct {
      * with wire_compression; storage's frame_bytes_received has the size
      * before). */
     uint64_t appends_sent, records_sent, bytes_sent;
-    /* AppendAcks from the node, and the nanoseconds they took from their
-     * append's queueing (storage round trip, its synced write included). */
+    /* AppendAcks from the node to appends that carried records, and the
+     * nanoseconds they took from their append's queueing (storage round
+     * trip, its synced write included; empty SCL polls not counted). */
     uint64_t acks, ack_ns;
 } hx_node_metrics;
 

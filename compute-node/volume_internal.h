@@ -43,8 +43,9 @@ typedef struct {
     int node;              /* index into vc->nodes */
     uint64_t sent_lsn;     /* (loop) highest LSN sent on this connection */
     int inflight;          /* (loop) appends awaiting an ack */
-    /* (loop) When each of them was sent, oldest first: a member answers
-     * its requests in order (an error closes the connection). */
+    /* (loop) When each of them was sent (0: not timed), oldest first: a
+     * member answers its requests in order (an error closes the
+     * connection). */
     uint64_t sent_ns[VC_INFLIGHT_MAX];
     /* The recovery truncation is not acked yet: no append goes to this
      * member, and no read unless `surveyed` (volume_client.c design
@@ -80,8 +81,9 @@ typedef struct {
      * re-sent record counts again) and their frames' bytes as queued for
      * the socket (compressed, with wire_compression). */
     uint64_t appends_sent, records_sent, bytes_sent;
-    /* AppendAcks from it, and the time each took since its append was
-     * queued: the mean is what one storage round trip costs a commit. */
+    /* AppendAcks to appends that carried records, and the time each took
+     * since its append was queued: the mean is what one storage round
+     * trip costs a commit. */
     uint64_t acks, ack_ns;
 } vc_node;
 
