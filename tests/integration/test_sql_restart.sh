@@ -19,7 +19,7 @@ for t in psql pgbench jq; do
 done
 
 CLIENTS=4
-TX_PER_CLIENT=250          # 1000 transactions in all
+TX_PER_CLIENT=1000         # 4000 transactions in all
 ACCOUNTS=50                # few rows: clients collide on them
 KILL_AFTER_TX=100          # kill once this many log rows are committed
 SQL_TIMEOUT_S=120
@@ -101,14 +101,16 @@ END;
 EOF
 total=$((CLIENTS * TX_PER_CLIENT))
 bench_log=$HX_LOGS/pgbench.log
+# Chosen before pgbench starts, so that the kill follows the progress
+# check at once.
+mapfile -t victims < <(timeout -k 5 60 ./hexad status --data "$data" --json |
+    jq -r '.pgs[] | select(.pg == 0) | .members[].node' | head -n 2)
+[ "${#victims[@]}" -eq 2 ] || hx_fail "(b) could not find two members of PG 0 in ./hexad status --json"
 timeout -k 5 "$BENCH_TIMEOUT_S" pgbench -n -M simple -c "$CLIENTS" -j 2 -t "$TX_PER_CLIENT" \
     -f "$HX_TMP/tx.sql" >"$bench_log" 2>&1 &
 bench_pid=$!
 hx_track_pid "$bench_pid"
 
-mapfile -t victims < <(timeout -k 5 60 ./hexad status --data "$data" --json |
-    jq -r '.pgs[] | select(.pg == 0) | .members[].node' | head -n 2)
-[ "${#victims[@]}" -eq 2 ] || hx_fail "(b) could not find two members of PG 0 in ./hexad status --json"
 committed() { psql -X -q -A -t -c "SELECT count(*) FROM log" 2>/dev/null; }
 wait_until "[ \"\$(committed)\" -ge $KILL_AFTER_TX ]" "$PROGRESS_DEADLINE_S" 0.2 ||
     hx_fail "(b) pgbench did not commit $KILL_AFTER_TX transactions within ${PROGRESS_DEADLINE_S} s ($(committed) so far)"
