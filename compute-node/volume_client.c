@@ -22,9 +22,8 @@
  *     held: truncations and polls go out as before. Measured (tpcb-like,
  *     8 clients): storage CPU per transaction -29%, tps +20%; holding up
  *     to 16 saved more CPU but cost 8-client tps, as every commit then
- *     waited the full VC_BOXCAR_US (bench/RESULTS.md "Boxcar"). 500 µs
- *     rather than 1 ms: commits come about 500 µs apart under the writer
- *     lock, and two A/Bs favoured the shorter hold ("Tried in session 8").
+ *     waited the full VC_BOXCAR_US (bench/RESULTS.md "Boxcar"; 400 and
+ *     500 µs measured no better, "Boxcar timer").
  *  4. VDL only comes from the acks through common/quorum.c; a commit
  *     waiter is released only when VDL >= its LSN (4 of 6 copies).
  *  5. A STALE_EPOCH reply (to an append, a truncation or a read) means a
@@ -100,7 +99,7 @@
 #define VC_QUIET_LSNS 16384u          /* design note 7 */
 #define VC_QUIET_CHECK_LSNS 4096u     /* how often PGs are looked at */
 #define VC_POLL_MS 50                 /* design note 8 */
-#define VC_BOXCAR_US 500              /* design note 3 */
+#define VC_BOXCAR_US 1000             /* design note 3 */
 #define VC_BOXCAR_MTRS 3              /* held together at most */
 
 static uint64_t vc_now_ns(void)
