@@ -62,6 +62,13 @@
  * fails with an unknown outcome); FAILED refuses writes until the VFS is
  * unregistered and registered again (the volume reopened).
  *
+ * Cancel: SQLite holds a connection's mutex while its busy handler waits,
+ * so hx_vfs_cancel finds the connection's main file in the VFS's list of
+ * open main files (by the handle hx_vfs_open_db noted) instead of asking
+ * SQLite. Its cancel flag makes the busy handler give up until the
+ * connection's thread clears it (hx_vfs_cancel_clear); the flag touches
+ * no lock state: leaving the wait goes through the same exit as a timeout.
+ *
  * Visibility: a connection of this process sees every commit of this
  * process at once, durable or not (the cache). Whoever answers a client
  * waits for durability: a commit for hx_vfs_last_commit_lsn(), a read
@@ -82,6 +89,7 @@
 #include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -233,6 +241,7 @@ typedef struct {
     pthread_mutex_t mu; /* guards everything below */
     int n_open;         /* our files open (main + journals) */
     int n_main_open;
+    vfs_file *mains;    /* the n_main_open main files (hx_vfs_cancel) */
     char *db_name;      /* name of the open main database, while any */
     /* lock table */
     int n_shared;       /* files holding SHARED or more */
@@ -287,6 +296,12 @@ struct vfs_file {
     int busy_for_writer;
     uint64_t busy_since_ms;   /* connection thread: start of the current wait */
     int write_intent;         /* under vfs->mu: hx_vfs_intend_write() */
+    vfs_file *next_main;      /* under vfs->mu: hx_vfs.mains */
+    sqlite3 *db;              /* under vfs->mu: set by hx_vfs_open_db */
+    /* hx_vfs_cancel: set under vfs->mu (so a waiter that saw it clear
+     * before sleeping is woken), read and cleared by the connection's
+     * thread without it. */
+    atomic_bool cancelled;
     uint8_t *scratch;  /* page_size bytes: commit base images */
 };
 
@@ -739,6 +754,10 @@ static int vfs_main_close(sqlite3_file *file)
         writer_drop(v);
     vfs_set_busy_for_writer(f, 0);
     f->lock = SQLITE_LOCK_NONE;
+    vfs_file **pp = &v->mains;
+    while (*pp != f)
+        pp = &(*pp)->next_main;
+    *pp = f->next_main;
     v->n_open--;
     if (--v->n_main_open == 0) {
         free(v->db_name);
@@ -1023,12 +1042,27 @@ static uint64_t vfs_now_ms(void)
     return vfs_now_ns() / 1000000u;
 }
 
+/* Under mu: f waits no more (timed out or cancelled) and stops counting
+ * as wanting the writer lock. A release may have woken f alone
+ * (writer_free is signalled, not broadcast): if the lock is free, the
+ * wake-up passes to another sleeper rather than leaving it to its slice. */
+static void vfs_give_up_wait(vfs_file *f)
+{
+    hx_vfs *v = f->vfs;
+    vfs_set_busy_for_writer(f, 0);
+    if (v->writer == NULL && v->writer_waiters > 0)
+        pthread_cond_signal(&v->writer_free);
+}
+
 /* SQLite's busy handler for a connection of ours (arg: its main file).
  * SQLite's default one sleeps 1, 2, 5 ... 100 ms between retries, which
  * caps concurrent sessions at a few hundred transactions per second;
  * this one sleeps until a release that may grant it happened after the
  * refusal (busy_gen), so a waiter retries the moment the holder is done. Gives
- * up (SQLITE_BUSY to the statement) after HX_VFS_BUSY_TIMEOUT_MS.
+ * up (SQLITE_BUSY to the statement) after HX_VFS_BUSY_TIMEOUT_MS, or at
+ * once when the connection is cancelled (hx_vfs_cancel sets the flag and
+ * wakes every sleeper under mu; SQLite's own interrupt flag is not looked
+ * at between these retries).
  *
  * A connection refused the writer lock waits on writer_free, which a
  * writer's release signals (one waiter), until no writer holds the lock.
@@ -1045,8 +1079,8 @@ static int vfs_busy_wait(void *arg, int count)
         f->busy_since_ms = now;
     uint64_t deadline = f->busy_since_ms + HX_VFS_BUSY_TIMEOUT_MS;
     pthread_mutex_lock(&v->mu);
-    if (now >= deadline) {
-        vfs_set_busy_for_writer(f, 0); /* gives up: wants it no more */
+    if (now >= deadline || atomic_load(&f->cancelled)) {
+        vfs_give_up_wait(f);
         pthread_mutex_unlock(&v->mu);
         return 0;
     }
@@ -1058,18 +1092,22 @@ static int vfs_busy_wait(void *arg, int count)
     if (f->busy_for_writer) {
         v->writer_waiters++;
         uint64_t slept_from = vfs_now_ns();
-        while (v->writer != NULL &&
+        while (v->writer != NULL && !atomic_load(&f->cancelled) &&
                pthread_cond_timedwait(&v->writer_free, &v->mu, &until) == 0) {
         }
         v->stats.writer_wait_ns += vfs_now_ns() - slept_from;
         v->writer_waiters--;
     } else {
-        while (v->unlock_gen == f->busy_gen &&
+        while (v->unlock_gen == f->busy_gen && !atomic_load(&f->cancelled) &&
                pthread_cond_timedwait(&v->unlocked, &v->mu, &until) == 0) {
         }
     }
+    /* Cancelled while asleep: no retry, which could take the lock. */
+    int retry = !atomic_load(&f->cancelled);
+    if (!retry)
+        vfs_give_up_wait(f);
     pthread_mutex_unlock(&v->mu);
-    return 1;
+    return retry;
 }
 
 static int vfs_main_check_reserved(sqlite3_file *file, int *out)
@@ -1355,6 +1393,9 @@ static int vfs_open(sqlite3_vfs *pvfs, sqlite3_filename name,
             return SQLITE_NOMEM;
         }
     }
+    atomic_init(&f->cancelled, false);
+    f->next_main = v->mains;
+    v->mains = f;
     v->n_main_open++;
     v->n_open++;
     pthread_mutex_unlock(&v->mu);
@@ -1599,6 +1640,7 @@ int hx_vfs_get_stats(const char *name, hx_vfs_stats *out)
     *out = v->stats;
     out->cache_pages = v->cache.count;
     out->writer_waiters = v->writer_waiters;
+    out->writer_wanted = v->writer_wanted;
     out->last_commit_lsn = v->last_commit_lsn;
     out->failed = v->failed;
     pthread_mutex_unlock(&v->mu);
@@ -1629,6 +1671,44 @@ void hx_vfs_intend_write(sqlite3 *db, int on)
     if (!on)
         vfs_set_busy_for_writer(f, 0);
     pthread_mutex_unlock(&f->vfs->mu);
+}
+
+int hx_vfs_cancel(const char *vfsname, sqlite3 *db)
+{
+    if (!db)
+        return HX_ERR_INVALID;
+    sqlite3_interrupt(db);
+    hx_vfs *v = vfs_lookup(vfsname);
+    if (!v)
+        return HX_ERR_NOT_FOUND;
+    int rc = HX_ERR_NOT_FOUND;
+    pthread_mutex_lock(&v->mu);
+    for (vfs_file *f = v->mains; f; f = f->next_main) {
+        if (f->db == db) {
+            atomic_store(&f->cancelled, true);
+            rc = HX_OK;
+        }
+    }
+    /* Its waits are on these two; the others woken recheck and sleep on. */
+    if (rc == HX_OK) {
+        pthread_cond_broadcast(&v->writer_free);
+        pthread_cond_broadcast(&v->unlocked);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return rc;
+}
+
+bool hx_vfs_cancelled(sqlite3 *db)
+{
+    vfs_file *f = vfs_db_file(db);
+    return f && atomic_load(&f->cancelled);
+}
+
+void hx_vfs_cancel_clear(sqlite3 *db)
+{
+    vfs_file *f = vfs_db_file(db);
+    if (f)
+        atomic_store(&f->cancelled, false);
 }
 
 uint64_t hx_vfs_last_commit_lsn(sqlite3 *db)
@@ -1704,6 +1784,9 @@ int hx_vfs_open_db(const char *vfsname, sqlite3 **db)
         rc = HX_ERR_IO;
         goto fail;
     }
+    pthread_mutex_lock(&v->mu);
+    ((vfs_file *)main_file)->db = d;
+    pthread_mutex_unlock(&v->mu);
     sqlite3_busy_handler(d, vfs_busy_wait, main_file);
     snprintf(sql, sizeof(sql),
              "PRAGMA page_size=%u; PRAGMA journal_mode=MEMORY; "

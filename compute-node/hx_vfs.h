@@ -19,6 +19,7 @@
 #define HX_VFS_H
 
 #include <sqlite3.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -65,6 +66,27 @@ int hx_vfs_open_db(const char *vfsname, sqlite3 **db);
  * together. Off also ends any wait the statement was counted in. */
 void hx_vfs_intend_write(sqlite3 *db, int on);
 
+/* Cancels what db is running now (a PostgreSQL CancelRequest, or a
+ * shutdown). Any thread, without db's mutex; db must be open and opened by
+ * hx_vfs_open_db on vfsname, and the caller keeps it from being closed
+ * meanwhile (as for sqlite3_interrupt). Calls sqlite3_interrupt(db), and
+ * reaches what that does not: SQLite does not look at its interrupt flag
+ * between busy-handler retries, so a statement waiting for a lock would
+ * wait out HX_VFS_BUSY_TIMEOUT_MS. Here the connection's cancel flag is
+ * set and every lock waiter of the VFS woken; db's busy handler then gives
+ * up at once (its statement fails with SQLITE_BUSY) and keeps giving up
+ * until hx_vfs_cancel_clear(db). HX_ERR_NOT_FOUND: no such VFS, or db is
+ * not one of its connections (only the interrupt was done). */
+int hx_vfs_cancel(const char *vfsname, sqlite3 *db);
+
+/* On db's own thread: whether a hx_vfs_cancel reached db since the last
+ * hx_vfs_cancel_clear (so a SQLITE_BUSY just seen is the cancel's), and
+ * forgetting it, which whoever runs statements does when the next request
+ * starts: a cancel ends the request running when it arrives, never a later
+ * one. false, and a no-op, when db is not on a hexad VFS. */
+bool hx_vfs_cancelled(sqlite3 *db);
+void hx_vfs_cancel_clear(sqlite3 *db);
+
 /* LSN of the last transaction this connection committed through a hexad
  * VFS, 0 if none (or if db's main file is not on a hexad VFS). A client's
  * commit reply waits for store->wait_durable(this LSN). */
@@ -101,6 +123,9 @@ typedef struct {
     uint64_t evictions;
     size_t cache_pages;       /* images cached now */
     unsigned writer_waiters;  /* connections waiting for the writer lock now */
+    /* connections refused the writer lock that still want it: asleep on
+     * it, or between two sleeps (>= writer_waiters) */
+    unsigned writer_wanted;
     uint64_t last_commit_lsn; /* newest commit of this VFS */
     int failed;               /* sticky hx_err after a failed write_mtr */
     /* The writer lock (RESERVED or more; one connection at a time). Its

@@ -161,7 +161,7 @@ static void cb_on_cancel(void *arg, int32_t pid, int32_t secret)
     for (pgs_worker *o = srv->workers; o; o = o->next) {
         if (!o->done && !o->refuse && o->pid == pid && o->secret == secret) {
             if (o->db)
-                sqlite3_interrupt(o->db);
+                (void)hx_vfs_cancel(srv->vfs_name, o->db);
             found = true;
             break;
         }
@@ -579,8 +579,10 @@ void pg_server_stop(pg_server *s)
     for (pgs_worker *w = s->workers; w; w = w->next) {
         if (!w->done && w->fd >= 0) {
             shutdown(w->fd, SHUT_RDWR);
+            /* Ends a statement, a lock wait too, so the join below
+             * does not wait out the busy timeout. */
             if (w->db)
-                sqlite3_interrupt(w->db);
+                (void)hx_vfs_cancel(s->vfs_name, w->db);
             n++;
         }
     }

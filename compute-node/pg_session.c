@@ -36,6 +36,14 @@
  *     error recovery for the extended protocol). A lone Sync gets just
  *     ReadyForQuery; Flush and stray CopyData/Done/Fail are ignored.
  *
+ * Cancel (hx_vfs_cancel, from the owner's on_cancel): it ends the Query
+ * being run when it arrives, as in PostgreSQL: the running statement fails
+ * with 57014 (sqlite3_interrupt, or a lock wait the busy handler gave up:
+ * SQLITE_BUSY with hx_vfs_cancelled), and so does any later statement of
+ * the same string. run_query() forgets a cancel as it starts, so one that
+ * arrived while the session was idle touches nothing. A cancelled
+ * statement fails like any other: inside a block it aborts the block.
+ *
  * Statement execution: the query string is cut with sqlite3_prepare_v2()'s
  * tail pointer. Transaction control is recognised by its first keyword
  * and run as canonical SQLite (BEGIN/COMMIT/ROLLBACK) so PostgreSQL forms
@@ -67,6 +75,8 @@
 #define SQLSTATE_PROGRAM_LIMIT "54000"
 #define SQLSTATE_OUT_OF_MEMORY "53200"
 #define SQLSTATE_IO_ERROR "58030"
+#define SQLSTATE_QUERY_CANCELED "57014"
+#define MSG_QUERY_CANCELED "canceling statement due to user request"
 /* statement_completion_unknown: the commit may or may not become durable.
  * Class 40 like a serialization failure, but clients must not blindly
  * retry it (the first attempt may have taken effect). */
@@ -374,7 +384,8 @@ static bool contains_nocase(const char *hay, const char *needle)
     return false;
 }
 
-/* SQLSTATE for an extended SQLite result code and its message. */
+/* SQLSTATE for an extended SQLite result code and its message (a cancel,
+ * SQLITE_INTERRUPT among them, is put_sqlite_error's to recognise). */
 static const char *sqlstate_for(int xrc, const char *msg)
 {
     switch (xrc) {
@@ -407,7 +418,6 @@ static const char *sqlstate_for(int xrc, const char *msg)
     case SQLITE_IOERR: return "58030";
     case SQLITE_NOMEM: return "53200";
     case SQLITE_READONLY: return "25006";
-    case SQLITE_INTERRUPT: return "57014";
     case SQLITE_TOOBIG: return "54000";
     case SQLITE_MISMATCH: return "42804";
     case SQLITE_CORRUPT: return "XX001";
@@ -424,6 +434,14 @@ static void put_sqlite_error(pg_session *s, pgw_buf *out, int rc,
     int xrc = sqlite3_extended_errcode(s->db);
     if ((xrc & 0xff) != (rc & 0xff)) /* rc is authoritative */
         xrc = rc;
+    /* A cancelled lock wait ends in SQLITE_BUSY (the busy handler gave
+     * up), not SQLITE_INTERRUPT: both are the client's cancel. */
+    if ((xrc & 0xff) == SQLITE_INTERRUPT ||
+        ((xrc & 0xff) == SQLITE_BUSY && hx_vfs_cancelled(s->db))) {
+        pgw_put_error(out, "ERROR", SQLSTATE_QUERY_CANCELED,
+                      MSG_QUERY_CANCELED, NULL, NULL);
+        return;
+    }
     snprintf(msg, sizeof(msg), "%s", sqlite3_errmsg(s->db));
     const char *state = sqlstate_for(xrc, msg);
 
@@ -819,6 +837,14 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
     struct classify_ctx c;
     enum stmt_class k = classify(p, &c, &end);
 
+    /* Cancelled after an earlier statement of this string ended. */
+    if (hx_vfs_cancelled(s->db)) {
+        *pp = *end ? end + 1 : end;
+        pgw_put_error(out, "ERROR", SQLSTATE_QUERY_CANCELED,
+                      MSG_QUERY_CANCELED, NULL, NULL);
+        note_failure(s, !sqlite3_get_autocommit(s->db));
+        return STMT_FAILED;
+    }
     if (s->failed && k != STMT_COMMIT && k != STMT_ROLLBACK &&
         k != STMT_ROLLBACK_TO) {
         *pp = *end ? end + 1 : end;
@@ -923,6 +949,7 @@ static enum stmt_outcome run_statement(pg_session *s, const char **pp,
  * then ReadyForQuery (invariant 2). */
 static int run_query(pg_session *s, const char *sql, pgw_buf *out)
 {
+    hx_vfs_cancel_clear(s->db); /* a cancel while idle does nothing */
     const char *p = skip_space_semis(sql);
     if (*p == 0) {
         pgw_put_empty_query(out);

@@ -65,8 +65,11 @@ typedef struct pg_session_opts {
 
     /* Optional. A CancelRequest arrived on this (fresh) connection; the
      * owner finds the session with this pid and checks the key before
-     * acting (for example sqlite3_interrupt(), reported as 57014). The
-     * session then asks to close without a reply, as PostgreSQL does. */
+     * acting: hx_vfs_cancel() on that session's connection (from this
+     * thread; that session's runs on). Its running Query then fails with
+     * 57014 "canceling statement due to user request", a lock wait
+     * included; a cancel that finds it idle does nothing. This session
+     * then asks to close without a reply, as PostgreSQL does. */
     void (*on_cancel)(void *arg, int32_t pid, int32_t secret);
 
     /* Optional. One line per state transition and per protocol error;

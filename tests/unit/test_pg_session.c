@@ -7,18 +7,24 @@
  * Codes". Replies are parsed here with a test-side reader, independent of
  * the codec's builders.
  */
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include <sqlite3.h>
 
 #include "hx_err.h"
+#include "hx_vfs.h"
+#include "mem_page_store.h"
 #include "pg_session.h"
 #include "pgwire.h"
 
@@ -42,6 +48,8 @@ typedef struct fx {
     int cancel_calls;
     int32_t cancel_pid, cancel_key;
     int last_rc;           /* last pg_session_feed() result */
+    const char *vfs;       /* NULL: :memory:; else hx_vfs_open_db on it */
+    bool hook_cancels;     /* before_reply cancels the session (on vfs) */
 } fx;
 
 static int fx_db_open(void *arg, const char *user, const char *database,
@@ -53,6 +61,8 @@ static int fx_db_open(void *arg, const char *user, const char *database,
     snprintf(f->db_name, sizeof(f->db_name), "%s", database);
     if (f->db_open_rc)
         return f->db_open_rc;
+    if (f->vfs)
+        return hx_vfs_open_db(f->vfs, db);
     if (sqlite3_open(":memory:", db) != SQLITE_OK)
         return HX_ERR_IO;
     return 0;
@@ -77,6 +87,8 @@ static int fx_before_reply(void *arg, pg_session *s, bool wrote, char *why,
     f->hook_calls++;
     f->hook_writes += wrote;
     f->hook_out_len = f->out.len;
+    if (f->hook_cancels)
+        assert_int_equal(hx_vfs_cancel(f->vfs, pg_session_db(s)), HX_OK);
     return f->hook_rc;
 }
 
@@ -333,10 +345,12 @@ static uint32_t desc_oid(const bmsg *m, int i, const char **name)
     }
 }
 
-/* Session after a trust startup, reader positioned after the greeting. */
-static fx *connected(void)
+/* Session after a trust startup, reader positioned after the greeting.
+ * vfs: NULL for an in-memory SQLite, else a hexad VFS to open. */
+static fx *connected_on(const char *vfs)
 {
     fx *f = fx_new(NULL);
+    f->vfs = vfs;
     bytes b = { 0 };
     w_startup(&b, "alice", "db1");
     assert_int_equal(feed(f, &b), 0);
@@ -344,6 +358,11 @@ static fx *connected(void)
     assert_true(ms->n > 0);
     assert_int_equal(rfq(&ms->m[ms->n - 1]), 'I');
     return f;
+}
+
+static fx *connected(void)
+{
+    return connected_on(NULL);
 }
 
 /* ---- Startup and authentication --------------------------------------- */
@@ -1339,6 +1358,239 @@ static void test_cached_statement_error(void **state)
     fx_free(f);
 }
 
+/* ---- Cancel (pg_session.h on_cancel, pg_server.c) --------------------- */
+
+/* PostgreSQL "Canceling Requests in Progress": a cancel ends the query
+ * running when it arrives with 57014; one that finds the session idle does
+ * nothing. These sessions share a hexad VFS (over an in-memory store), as
+ * hexad-compute's do, so that they contend for SQLite's writer lock, and
+ * are cancelled as pg_server.c does it (hx_vfs_cancel). A session waiting
+ * for the lock sleeps in the VFS's busy handler, which SQLite's own
+ * interrupt does not reach: without the VFS's cancel it would wait out
+ * HX_VFS_BUSY_TIMEOUT_MS and fail with 40001. Far below that: */
+#define CANCEL_BOUND_MS 1000
+
+static int vfs_counter;
+
+static hx_mem_page_store *vfs_up(char *name, size_t n)
+{
+    hx_mem_page_store *ms = NULL;
+    assert_int_equal(mem_page_store_create(4096, &ms), HX_OK);
+    hx_page_store iface = mem_page_store_iface(ms);
+    snprintf(name, n, "pgtest%d", ++vfs_counter);
+    assert_int_equal(hx_vfs_register(name, &iface, 0), HX_OK);
+    return ms;
+}
+
+static void vfs_down(const char *name, hx_mem_page_store *ms)
+{
+    assert_int_equal(hx_vfs_unregister(name), HX_OK);
+    mem_page_store_destroy(ms);
+}
+
+static hx_vfs_stats vfs_stats(const char *name)
+{
+    hx_vfs_stats st;
+    assert_int_equal(hx_vfs_get_stats(name, &st), HX_OK);
+    return st;
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* One Query fed on another thread (the session's own, as in pg_server). */
+typedef struct {
+    fx *f;
+    bytes msg;
+    int rc;
+    uint64_t done_ms;
+    atomic_int done;
+} query_arg;
+
+static void *query_main(void *p)
+{
+    query_arg *a = p;
+    size_t used = 0;
+    a->rc = pg_session_feed(a->f->s, a->msg.d, a->msg.n, &used, &a->f->out);
+    a->done_ms = mono_ms();
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+static void query_start(query_arg *a, fx *f, const char *sql, pthread_t *th)
+{
+    memset(a, 0, sizeof(*a));
+    a->f = f;
+    a->rc = -1;
+    w_query(&a->msg, sql);
+    assert_int_equal(pthread_create(th, NULL, query_main, a), 0);
+}
+
+/* Polls, bounded, until a's query sleeps on the writer lock. */
+static void await_lock_waiter(const char *vfs, query_arg *a, pthread_t th)
+{
+    uint64_t deadline = mono_ms() + HX_VFS_BUSY_TIMEOUT_MS;
+    while (vfs_stats(vfs).writer_waiters == 0 && !atomic_load(&a->done) &&
+           mono_ms() < deadline)
+        usleep(1000);
+    if (vfs_stats(vfs).writer_waiters == 1)
+        return;
+    pthread_join(th, NULL);
+    msgs *ms = read_new(a->f, false);
+    const char *state = ms->n > 0 && ms->m[0].type == 'E'
+                            ? field(&ms->m[0], 'C') : "none";
+    fail_msg("the query did not wait for the writer lock: reply \"%s\", "
+             "SQLSTATE %s", ms->types, state);
+}
+
+/* Polls until the query returned, at most bound_ms after since_ms; joins
+ * the thread either way (the busy timeout bounds it) before failing. */
+static void query_join(query_arg *a, pthread_t th, uint64_t since_ms,
+                       const char *what)
+{
+    while (!atomic_load(&a->done) && mono_ms() < since_ms + CANCEL_BOUND_MS)
+        usleep(1000);
+    pthread_join(th, NULL);
+    free(a->msg.d);
+    if (a->done_ms - since_ms >= CANCEL_BOUND_MS)
+        fail_msg("%s: the query returned after %llu ms (bound %d ms, busy "
+                 "timeout %d ms)", what,
+                 (unsigned long long)(a->done_ms - since_ms),
+                 CANCEL_BOUND_MS, HX_VFS_BUSY_TIMEOUT_MS);
+    assert_int_equal(a->rc, 0);
+}
+
+/* Runs sql on f until it waits for the writer lock, cancels f, and checks
+ * that the query returned promptly and the VFS counts no waiter. */
+static void cancel_lock_wait(const char *vfs, fx *f, const char *sql)
+{
+    query_arg a;
+    pthread_t th;
+    query_start(&a, f, sql, &th);
+    await_lock_waiter(vfs, &a, th);
+    uint64_t t_cancel = mono_ms();
+    assert_int_equal(hx_vfs_cancel(vfs, pg_session_db(f->s)), HX_OK);
+    query_join(&a, th, t_cancel, sql);
+    hx_vfs_stats st = vfs_stats(vfs);
+    assert_int_equal(st.writer_waiters, 0);
+    assert_int_equal(st.writer_wanted, 0);
+}
+
+static void assert_cancelled(const bmsg *e)
+{
+    assert_int_equal(e->type, 'E');
+    assert_string_equal(field(e, 'S'), "ERROR");
+    assert_string_equal(field(e, 'C'), "57014");
+    assert_string_equal(field(e, 'M'),
+                        "canceling statement due to user request");
+}
+
+static void test_cancel_ends_lock_wait(void **state)
+{
+    (void)state;
+    char vfs[32];
+    hx_mem_page_store *store = vfs_up(vfs, sizeof(vfs));
+    fx *a = connected_on(vfs);
+    fx *b = connected_on(vfs);
+    feed_query(a, "create table t(x int)");
+    expect(a, "CZ");
+    feed_query(a, "begin; insert into t values (1)");
+    expect(a, "CCZ"); /* a holds the writer lock */
+
+    /* An autocommit statement: cancelled, the session is idle again. */
+    cancel_lock_wait(vfs, b, "insert into t values (2)");
+    msgs *ms = expect(b, "EZ");
+    assert_cancelled(&ms->m[0]);
+    assert_int_equal(rfq(&ms->m[1]), 'I');
+
+    /* Inside a block: aborted like any failed statement, and the rest of
+     * the string is not run. */
+    cancel_lock_wait(vfs, b, "begin; insert into t values (3); select 1");
+    ms = expect(b, "CEZ");
+    assert_cancelled(&ms->m[1]);
+    assert_int_equal(rfq(&ms->m[2]), 'E');
+    feed_query(b, "rollback");
+    ms = expect(b, "CZ");
+    assert_int_equal(rfq(&ms->m[1]), 'I');
+
+    /* The next statements are not cancelled; the holder commits. */
+    feed_query(b, "select count(*) from t");
+    ms = expect(b, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "0");
+    feed_query(a, "commit");
+    ms = expect(a, "CZ");
+    assert_string_equal(tag(&ms->m[0]), "COMMIT");
+    feed_query(b, "insert into t values (2); select count(*) from t");
+    ms = expect(b, "CTDCZ");
+    assert_string_equal(col(&ms->m[2], 0), "2");
+    fx_free(b);
+    fx_free(a);
+    vfs_down(vfs, store);
+}
+
+static void test_cancel_while_idle_is_ignored(void **state)
+{
+    (void)state;
+    char vfs[32];
+    hx_mem_page_store *store = vfs_up(vfs, sizeof(vfs));
+    fx *a = connected_on(vfs);
+    fx *b = connected_on(vfs);
+    feed_query(a, "create table t(x int)");
+    expect(a, "CZ");
+    assert_int_equal(hx_vfs_cancel(vfs, pg_session_db(b->s)), HX_OK);
+
+    /* b's next query waits for the writer lock, uncancelled, and gets it
+     * when a commits. */
+    feed_query(a, "begin; insert into t values (1)");
+    expect(a, "CCZ");
+    query_arg q;
+    pthread_t th;
+    query_start(&q, b, "insert into t values (2)", &th);
+    await_lock_waiter(vfs, &q, th);
+    uint64_t t_commit = mono_ms();
+    feed_query(a, "commit");
+    expect(a, "CZ");
+    query_join(&q, th, t_commit, "the query after an idle cancel");
+    msgs *ms = expect(b, "CZ");
+    assert_string_equal(tag(&ms->m[0]), "INSERT 0 1");
+    assert_int_equal(rfq(&ms->m[1]), 'I');
+    feed_query(b, "select count(*) from t");
+    ms = expect(b, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "2");
+    fx_free(b);
+    fx_free(a);
+    vfs_down(vfs, store);
+}
+
+/* A cancel that arrives between two statements of one query string (here
+ * from the reply hook of the first, which has finished) ends the string:
+ * PostgreSQL cancels the query, not one statement. SQLite would run the
+ * second: its interrupt flag is reset when a statement starts. */
+static void test_cancel_between_statements(void **state)
+{
+    (void)state;
+    char vfs[32];
+    hx_mem_page_store *store = vfs_up(vfs, sizeof(vfs));
+    fx *f = connected_on(vfs);
+    feed_query(f, "create table t(x int)");
+    expect(f, "CZ");
+    f->hook_cancels = true;
+    feed_query(f, "insert into t values (1); insert into t values (2)");
+    msgs *ms = expect(f, "CEZ");
+    assert_cancelled(&ms->m[1]);
+    assert_int_equal(rfq(&ms->m[2]), 'I');
+    f->hook_cancels = false;
+    feed_query(f, "select count(*) from t");
+    ms = expect(f, "TDCZ");
+    assert_string_equal(col(&ms->m[1], 0), "1");
+    fx_free(f);
+    vfs_down(vfs, store);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1375,6 +1627,9 @@ int main(void)
         cmocka_unit_test(test_literal_columns_and_order_by_position),
         cmocka_unit_test(test_cached_statements_follow_schema),
         cmocka_unit_test(test_cached_statement_error),
+        cmocka_unit_test(test_cancel_ends_lock_wait),
+        cmocka_unit_test(test_cancel_while_idle_is_ignored),
+        cmocka_unit_test(test_cancel_between_statements),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

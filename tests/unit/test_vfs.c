@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -1007,6 +1008,137 @@ static void test_write_intent_refuses_nothing_more(void **state)
     sqlite3_close(db);
 }
 
+/* hx_vfs_cancel (hx_vfs.h; pg_session.h on_cancel: a PostgreSQL
+ * CancelRequest ends the running statement, a lock wait included). SQLite
+ * does not look at sqlite3_interrupt's flag between busy-handler retries,
+ * so without the VFS's own flag a cancelled waiter sleeps out
+ * HX_VFS_BUSY_TIMEOUT_MS. Far below it: */
+#define CANCEL_BOUND_MS 1000
+
+typedef struct {
+    sqlite3 *db;
+    const char *sql;
+    int rc;
+    uint64_t done_ns;   /* mono_ns() when the statement returned */
+    atomic_int done;
+} cancel_arg;
+
+static void *cancel_exec_main(void *p)
+{
+    cancel_arg *a = p;
+    a->rc = exec_intending(a->db, a->sql);
+    a->done_ns = mono_ns();
+    atomic_store(&a->done, 1);
+    return NULL;
+}
+
+/* Cancels a's statement (asleep in the busy handler) and waits, polling
+ * with a deadline, for it to return. Joins the thread either way (the busy
+ * timeout bounds it) before failing, so nothing outlives the test. */
+static void cancel_and_join(const char *vfs, cancel_arg *a, pthread_t th)
+{
+    uint64_t t_cancel = mono_ns();
+    assert_int_equal(hx_vfs_cancel(vfs, a->db), HX_OK);
+    uint64_t deadline = t_cancel + CANCEL_BOUND_MS * 1000000ull;
+    while (!atomic_load(&a->done) && mono_ns() < deadline)
+        usleep(1000);
+    pthread_join(th, NULL);
+    uint64_t took_ms = (a->done_ns - t_cancel) / 1000000u;
+    if (took_ms >= CANCEL_BOUND_MS)
+        fail_msg("the cancelled statement returned %llu ms after the "
+                 "cancel (bound %d ms, busy timeout %d ms), rc %d",
+                 (unsigned long long)took_ms, CANCEL_BOUND_MS,
+                 HX_VFS_BUSY_TIMEOUT_MS, a->rc);
+}
+
+/* A connection asleep on the writer lock (another holds an open write
+ * transaction): the cancel wakes it, its statement fails with SQLITE_BUSY,
+ * and it neither sleeps on the lock nor wants it any more, so the holder's
+ * release opens no hand-off gap. Once cleared it writes as before. */
+static void test_cancel_ends_writer_wait(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    sqlite3 *other = open_db(f->name);
+    create_accounts(db);
+    exec_ok(db, "BEGIN IMMEDIATE");
+    exec_ok(db, "UPDATE acct SET bal = bal - 5 WHERE id = 0");
+
+    cancel_arg a = {other, "UPDATE acct SET bal = bal + 1 WHERE id = 3",
+                    -1, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_exec_main, &a), 0);
+    await_writer_waiter(f->name);
+    assert_int_equal(stats_of(f->name).writer_wanted, 1);
+    cancel_and_join(f->name, &a, th);
+    assert_int_equal(a.rc & 0xff, SQLITE_BUSY);
+    assert_true(hx_vfs_cancelled(other));
+    hx_vfs_stats st = stats_of(f->name);
+    assert_int_equal(st.writer_waiters, 0);
+    assert_int_equal(st.writer_wanted, 0);
+
+    /* Reads need no wait; the flag stays until cleared (pg_session: at
+     * the next Query), and a cleared connection waits and writes. */
+    assert_int_equal(query_int(other, "SELECT bal FROM acct WHERE id = 3"),
+                     100);
+    hx_vfs_cancel_clear(other);
+    assert_false(hx_vfs_cancelled(other));
+    exec_ok(db, "UPDATE acct SET bal = bal + 5 WHERE id = 9; COMMIT");
+    assert_int_equal(stats_of(f->name).writer_handoff_ns,
+                     st.writer_handoff_ns);
+    assert_int_equal(exec_intending(other, "UPDATE acct SET bal = bal + 1 "
+                                           "WHERE id = 3"), SQLITE_OK);
+    assert_int_equal(query_int(db, "SELECT bal FROM acct WHERE id = 3"), 101);
+    assert_int_equal(query_int(db, "SELECT sum(bal) FROM acct"), 1001);
+    sqlite3_close(other);
+    sqlite3_close(db);
+}
+
+/* The other busy wait: a COMMIT waiting in PENDING for a reader to leave
+ * (on the VFS's unlocked condition). Cancelled, the COMMIT fails with
+ * SQLITE_BUSY at once and the transaction can be rolled back. */
+static void test_cancel_ends_commit_wait(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    sqlite3 *reader = open_db(f->name);
+    /* Opened, and its schema read, before the COMMIT holds PENDING: both
+     * need SHARED (a stale schema would read as "no such table"). */
+    sqlite3 *probe = open_db(f->name);
+    sqlite3_busy_timeout(probe, 0);
+    create_accounts(db);
+    assert_int_equal(query_int(probe, "SELECT count(*) FROM acct"), 10);
+    exec_ok(reader, "BEGIN");
+    assert_int_equal(query_int(reader, "SELECT bal FROM acct WHERE id = 1"),
+                     100);
+    exec_ok(db, "BEGIN; UPDATE acct SET bal = 0 WHERE id = 1");
+
+    cancel_arg a = {db, "COMMIT", -1, 0, 0};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_exec_main, &a), 0);
+    /* Polls, bounded, for the COMMIT to hold PENDING: new readers are
+     * refused from then on. */
+    int pending = 0;
+    for (int i = 0; i < 5000 && !pending; i++) {
+        pending = exec_rc(probe, "SELECT count(*) FROM acct") == SQLITE_BUSY;
+        if (!pending)
+            usleep(1000);
+    }
+    assert_true(pending);
+    cancel_and_join(f->name, &a, th);
+    assert_int_equal(a.rc & 0xff, SQLITE_BUSY);
+
+    hx_vfs_cancel_clear(db);
+    exec_ok(db, "ROLLBACK");
+    exec_ok(reader, "COMMIT");
+    assert_int_equal(query_int(probe, "SELECT bal FROM acct WHERE id = 1"),
+                     100);
+    assert_int_equal(stats_of(f->name).writer_waiters, 0);
+    sqlite3_close(probe);
+    sqlite3_close(reader);
+    sqlite3_close(db);
+}
+
 /* Locks: an open read transaction keeps the writer from committing; it
  * commits once the reader ends, and the reader then sees the change. */
 static void test_reader_blocks_commit(void **state)
@@ -1239,6 +1371,8 @@ int main(void)
         T(test_intending_writer_waits_for_writer),
         T(test_write_intent_refuses_nothing_more),
         T(test_writer_lock_stats),
+        T(test_cancel_ends_writer_wait),
+        T(test_cancel_ends_commit_wait),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
                                         fx_setup_1k, fx_teardown),
