@@ -44,6 +44,9 @@ static const counter_def counters[] = {
     COUNTER(gossip_segments, "Segments learned from a peer's list."),
     COUNTER(coalesce_passes, "Coalescing passes run."),
     COUNTER(page_versions_written, "Page versions coalescing wrote."),
+    COUNTER(page_versions_superseded, "Page versions coalescing deleted: "
+                                      "superseded by a newer one of the "
+                                      "same LSN span."),
     COUNTER(gc_passes, "Garbage collection passes run."),
     COUNTER(gc_records_removed, "Log records garbage collection removed."),
     COUNTER(gc_page_versions_removed, "Page versions garbage collection "

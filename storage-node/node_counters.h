@@ -20,6 +20,9 @@ typedef struct {
     /* Coalescing (segment_coalesce.c). */
     uint64_t coalesce_passes;
     uint64_t page_versions_written;
+    /* ... and deleted again in the same batch: superseded within their
+     * span (segment_coalesce.c invariant 6). */
+    uint64_t page_versions_superseded;
     /* Garbage collection (segment_gc.c): records and page versions
      * removed, and their stored bytes (values, keys excluded). */
     uint64_t gc_passes;

@@ -31,6 +31,19 @@
  *     records at or below coalesced_lsn above its newest version; it is
  *     updated only after a pass's write landed and cleared by a
  *     truncation. A page it does not know is counted from the page index.
+ *  6. A new version supersedes the one it was built from when both lie in
+ *     the same span of COALESCE_KEEP_SPAN_LSNS LSNs and the older is above
+ *     gc_lsn: it is deleted in the pass's batch. So a page keeps its newest
+ *     version and the last one of each older span. Reads stay exact: a
+ *     read below the newest version starts from an older one and applies
+ *     the records above it, which GC keeps (it deletes only records at or
+ *     below a page's base, the newest version at or below gc_lsn, and that
+ *     base is never superseded here since it is not above gc_lsn). Without
+ *     this a busy page (a branch row updated by every transaction) stored
+ *     a whole page every COALESCE_MIN_RECORDS records for the whole
+ *     retention window, half of what a node wrote to RocksDB under
+ *     tpcb-like load, and compaction rewrote it again and again; most of
+ *     those versions now die in the memtable that holds them.
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -48,6 +61,9 @@
 #define PAGE_SET_BITS 11u
 #define PAGE_SET_SLOTS (1u << PAGE_SET_BITS) /* 2 * COALESCE_PAGES_MAX */
 #define COALESCE_MIN_RECORDS SEGMENT_STORE_COALESCE_MIN_RECORDS
+/* Invariant 6: a read at an old read point applies at most the records of
+ * its page in one such span (about 500 tpcb-like transactions). */
+#define COALESCE_KEEP_SPAN_LSNS 2048u
 
 static size_t key_bg(uint8_t *k, uint32_t vol, uint32_t pg)
 {
@@ -327,16 +343,16 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     if (val == NULL)
         rc = HX_ERR_NOMEM;
     it = rocksdb_create_iterator(s->db, s->ropts);
-    size_t n_versions = 0;
+    size_t n_versions = 0, n_superseded = 0;
     for (size_t i = 0; rc == HX_OK && i < ps->n; i++) {
         ps->pile[i] = page_pile_after(it, g, ps, i, cap);
         if (ps->pile[i] > 0)
             continue; /* invariant 3: too few records to be worth a page */
         uint8_t *page = NULL;
         size_t len = 0;
-        uint64_t page_lsn = 0;
-        rc = segment_store_get_page(s, g->vol, g->pg, ps->page[i], cap, &page,
-                                    &len, &page_lsn, why);
+        uint64_t page_lsn = 0, base = 0;
+        rc = get_page_from_version(s, g->vol, g->pg, ps->page[i], cap, &page,
+                                   &len, &page_lsn, &base, why);
         if (rc != HX_OK)
             break;
         kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i],
@@ -346,6 +362,12 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
                                8 + (size_t)page_size);
         free(page);
         n_versions++;
+        if (base > g->gc_lsn && base < page_lsn &&
+            base / COALESCE_KEEP_SPAN_LSNS == page_lsn / COALESCE_KEEP_SPAN_LSNS) {
+            kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i], base);
+            rocksdb_writebatch_delete(wb, (const char *)k, kl);
+            n_superseded++;
+        }
     }
     if (rc == HX_OK)
         rc = iter_status(it, why, "page versions and the page index");
@@ -366,6 +388,7 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         page_piles_set(g->piles, ps->page[i], ps->pile[i]);
     if (rc == HX_OK) {
         s->counters.page_versions_written += n_versions;
+        s->counters.page_versions_superseded += n_superseded;
         *written += n_versions;
         HX_DEBUG("segment %u/%u: coalesced (%" PRIu64 ", %" PRIu64 "]: %zu "
                  "page version(s) for %zu page(s)", g->vol, g->pg, old, cap,

@@ -14,9 +14,10 @@
  *  1. g->gc_lsn only grows, and is persisted ('b' key) in the same batch
  *     as the deletions it allows; GetPage refuses read points below it.
  *  2. For every page, the newest version at or below gc_lsn (its base) is
- *     kept, with every record and version above it: a read at any
- *     read_lsn >= gc_lsn finds the base or a newer version, then the
- *     records above it, exactly as before collection.
+ *     kept, with every record above it: a read at any read_lsn >= gc_lsn
+ *     finds the base or a newer version, then the records above it,
+ *     exactly as before collection. (Versions above the base may go:
+ *     coalescing deletes superseded ones, segment_coalesce.c invariant 6.)
  *  3. Only records of a page at or below its base, and versions below its
  *     base, are deleted; a page without a version at or below gc_lsn loses
  *     nothing.

@@ -1460,6 +1460,17 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                            uint8_t **page, size_t *page_len,
                            uint64_t *page_lsn, segment_store_why *why)
 {
+    uint64_t base;
+    return get_page_from_version(s, vol, pg, page_no, read_lsn, page,
+                                 page_len, page_lsn, &base, why);
+}
+
+int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
+                          uint64_t page_no, uint64_t read_lsn, uint8_t **page,
+                          size_t *page_len, uint64_t *page_lsn,
+                          uint64_t *base_lsn, segment_store_why *why)
+{
+    *base_lsn = 0;
     segment *g = seg_find(s, vol, pg);
     uint32_t page_size = 0;
     uint64_t pg_pages = 0;
@@ -1589,6 +1600,7 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
     *page = buf;
     *page_len = page_size;
     *page_lsn = applied != 0 ? applied : base;
+    *base_lsn = base;
     return HX_OK;
 }
 

@@ -331,6 +331,12 @@ uint64_t coalesce_lag(const segment *g);
 int bg_meta_load(segment_store *s, segment *g, segment_store_why *why);
 /* Puts g's 'b' key into wb. */
 void bg_meta_put(rocksdb_writebatch_t *wb, const segment *g);
+/* segment_store_get_page that also tells the LSN of the page version it
+ * started from (*base_lsn; 0 when none was stored at or below read_lsn). */
+int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
+                          uint64_t page_no, uint64_t read_lsn, uint8_t **page,
+                          size_t *page_len, uint64_t *page_lsn,
+                          uint64_t *base_lsn, segment_store_why *why);
 /* The newest verified page version of page_no at or below at, into page
  * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none.
  * HX_ERR_CHECKSUM (a corrupt one: counted, its repair queued), HX_ERR_IO. */

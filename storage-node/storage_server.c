@@ -489,6 +489,7 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->gossip_records = c->gossip_records;
     st->coalesce_passes = c->coalesce_passes;
     st->page_versions_written = c->page_versions_written;
+    st->page_versions_superseded = c->page_versions_superseded;
     st->gc_passes = c->gc_passes;
     st->gc_records_removed = c->gc_records_removed;
     st->gc_page_versions_removed = c->gc_page_versions_removed;

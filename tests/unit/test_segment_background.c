@@ -425,6 +425,74 @@ static void test_gc_keeps_what_reads_need(void **state)
     forget_all();
 }
 
+/* segment_coalesce.c invariant 6: a busy page keeps its newest version
+ * and the last of each older span; the rest are deleted as they are
+ * superseded, and every read point still reads exactly, the old ones
+ * applying more records from an older version. */
+static void test_coalesce_supersedes_versions(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    make_range(1, 6000, 2, 1000000, 1);
+    append_range(t.s, 1, 6000, 1, 0);
+    coalesce_all(t.s, 16); /* a version of each page every pass */
+    const hx_node_counters *c = segment_store_counters(t.s);
+    print_message("%" PRIu64 " versions written, %" PRIu64 " superseded\n",
+                  c->page_versions_written, c->page_versions_superseded);
+    assert_true(c->page_versions_written > 400);
+    /* Spans of 2048 LSNs: at most a few kept per page and span. */
+    assert_true(c->page_versions_written - c->page_versions_superseded < 16);
+    check_reads(t.s, 2, 1, 6000, 5);
+    ts_reopen(&t);
+    check_reads(t.s, 2, 1, 6000, 37);
+    ts_close(&t);
+    forget_all();
+}
+
+static uint64_t gc_lsn_of(segment_store *s)
+{
+    Hexad__NodeStatus *st = NULL;
+    assert_int_equal(segment_store_status(s, &st), HX_OK);
+    uint64_t n = st->n_segments ? st->segments[0]->gc_lsn : 0;
+    segment_store_status_free(st);
+    return n;
+}
+
+/* Invariant 6 with GC: the version GC kept as a page's base (at or below
+ * gc_lsn, the records below it gone) is never superseded, though the next
+ * version lies in its span. */
+static void test_superseding_keeps_the_gc_base(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    segment_store_set_retention(t.s, 0);
+    make_range(1, 1300, 1, 1000000, 1);
+    append_range(t.s, 1, 1000, 1, 0);
+    coalesce_all(t.s, 16);
+    append_range(t.s, 1001, 1001, 1, 1000); /* tells the min read point */
+    segment_store_why why = {0};
+    for (uint64_t now = 1; now <= 3; now++)
+        assert_int_equal(segment_store_gc(t.s, now, 100000, &why), HX_OK);
+    uint64_t gc = gc_lsn_of(t.s);
+    assert_true(gc >= 990 && gc <= 1001);
+    assert_true(segment_store_counters(t.s)->gc_records_removed > 900);
+
+    uint64_t before = segment_store_counters(t.s)->page_versions_superseded;
+    uint64_t wbefore = segment_store_counters(t.s)->page_versions_written;
+    /* Coalescing stops at the min read point: now past what follows. */
+    append_range(t.s, 1002, 1300, 1, 1300);
+    coalesce_all(t.s, 16);
+    assert_true(segment_store_counters(t.s)->page_versions_written >
+                wbefore + 10);
+    assert_true(segment_store_counters(t.s)->page_versions_superseded >
+                before);
+    check_reads(t.s, 1, gc, 1300, 1);
+    ts_close(&t);
+    forget_all();
+}
+
 /* Issue 7: the GC point follows the min read point only; retention 0 and
  * no min read point told (0) collects nothing. */
 static void test_gc_needs_min_read_point(void **state)
@@ -994,6 +1062,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_truncate_drops_versions),
         cmocka_unit_test(test_gc_keeps_what_reads_need),
         cmocka_unit_test(test_gc_needs_min_read_point),
+        cmocka_unit_test(test_coalesce_supersedes_versions),
+        cmocka_unit_test(test_superseding_keeps_the_gc_base),
         cmocka_unit_test(test_gc_then_truncate),
         cmocka_unit_test(test_gc_compacts_off_the_caller),
         cmocka_unit_test(test_scrub_and_repair),
