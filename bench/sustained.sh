@@ -92,9 +92,10 @@ storage_ticks() {
 }
 compute_ticks() { cut -d' ' -f14,15 "/proc/$(cat "$DATA/run/w1.pid")/stat" | awk '{ print $1 + $2 }'; }
 hz=$(getconf CLK_TCK)
-per_txn() { awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.3f", n > 0 ? d * 1000 / hz / n : 0 }'; }
+per_txn() { awk -v d="$1" -v n="$2" -v hz="$hz" 'BEGIN { printf "%.3f", (n > 0 ? d * 1000 / hz / n : 0) }'; }
 
-printf '%-4s %8s %10s %12s %12s %10s %10s\n' run tps "loop ms" "rocksdb ms" "compute ms" "s1 disk" "(per txn)"
+echo "CPU ms per transaction: storage event loops, RocksDB flush/compaction threads, writer"
+printf '%-4s %8s %10s %12s %12s %10s\n' run tps loop rocksdb compute "s1 disk"
 for r in $(seq "$runs"); do
     read -r e0 r0 <<<"$(storage_ticks)"
     w0=$(compute_ticks)
