@@ -27,7 +27,7 @@ and the disk one storage node uses. Stops the cluster by pid at the end.
   --clients C      pgbench clients (default $clients)
   --scale N        pgbench scale (default $scale)
   --base-port P    first port (default $base_port)
-  --keep           keep the temp dir
+  --keep           keep the temp dir (it is kept anyway when the run fails)
   --help           show this help
 
 Binaries come from \$HEXAD_BUILD (default $BUILD, the build './hexad up'
@@ -61,9 +61,11 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/hexad-sustained.XXXXXX")
 DATA=$TMP/data
 PG_PORT=$((base_port + 200))
 started=0
+# On failure the temp dir stays: the message names a log in it.
 cleanup() {
+    local rc=$?
     [ "$started" -eq 0 ] || HEXAD_BUILD=$BUILD "$REPO/hexad" down --data "$DATA" >/dev/null 2>&1 || true
-    [ "$keep" -eq 1 ] && echo "kept $TMP" || rm -rf -- "$TMP"
+    if [ "$keep" -eq 1 ] || [ "$rc" -ne 0 ]; then echo "kept $TMP"; else rm -rf -- "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -73,10 +75,10 @@ bash "$REPO/deploy/local/gen-cluster.sh" --data "$DATA" --base-port "$base_port"
     --pg-port "$PG_PORT" --out "$DATA/cluster.conf"
 started=1
 HEXAD_BUILD=$BUILD "$REPO/hexad" up --data "$DATA" >"$TMP/up.log" 2>&1 ||
-    die "starting the cluster failed; see $TMP/up.log (--keep keeps it)"
+    die "starting the cluster failed; see $TMP/up.log"
 echo "filling the pgbench tables (scale $scale)"
 HEXAD_BUILD=$BUILD "$REPO/hexad" bench-init --data "$DATA" --scale "$scale" >"$TMP/init.log" 2>&1 ||
-    die "bench-init failed; see $TMP/init.log (--keep keeps it)"
+    die "bench-init failed; see $TMP/init.log"
 
 # CPU ticks of the storage nodes' threads: "EVENT_LOOP ROCKSDB" (RocksDB
 # names its flush and compaction threads rocksdb:high / rocksdb:low; the

@@ -43,6 +43,10 @@
  * the same string. run_query() forgets a cancel as it starts, so one that
  * arrived while the session was idle touches nothing. A cancelled
  * statement fails like any other: inside a block it aborts the block.
+ * Best effort, as in PostgreSQL: a cancel landing after a statement's
+ * check and before SQLite starts running it, on a statement that then
+ * waits for no lock, is lost (SQLite clears its interrupt flag when a
+ * statement starts and no other one runs).
  *
  * Statement execution: the query string is cut with sqlite3_prepare_v2()'s
  * tail pointer. Transaction control is recognised by its first keyword
