@@ -65,16 +65,29 @@ hx_node_counters *segment_store_counters_mut(segment_store *s)
     return &s->counters;
 }
 
+/* The whole store, without holding off RocksDB's own compactions: an
+ * exclusive one (the default) lets L0 files pile up behind it for as long
+ * as it rewrites the live data, toward the slowdown trigger, where a
+ * journal checkpoint's flush waits (RocksDB will not let a flush stall
+ * writes) and the journal ring fills (segment_checkpoint.c). */
+static void compact_all(segment_store *s)
+{
+    rocksdb_compactoptions_t *o = rocksdb_compactoptions_create();
+    rocksdb_compactoptions_set_exclusive_manual_compaction(o, 0);
+    rocksdb_compact_range_opt(s->db, o, NULL, 0, NULL, 0);
+    rocksdb_compactoptions_destroy(o);
+}
+
 void segment_store_compact(segment_store *s)
 {
-    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+    compact_all(s);
     s->gc_bytes_since_compact = 0;
 }
 
 static void *compact_main(void *arg)
 {
     segment_store *s = arg;
-    rocksdb_compact_range(s->db, NULL, 0, NULL, 0);
+    compact_all(s);
     atomic_store(&s->compacting, false);
     return NULL;
 }
