@@ -39,11 +39,11 @@
  *     the records above it, which GC keeps (it deletes only records at or
  *     below a page's base, the newest version at or below gc_lsn, and that
  *     base is never superseded here since it is not above gc_lsn). Without
- *     this a busy page (a branch row updated by every transaction) stored
- *     a whole page every COALESCE_MIN_RECORDS records for the whole
- *     retention window, half of what a node wrote to RocksDB under
- *     tpcb-like load, and compaction rewrote it again and again; most of
- *     those versions now die in the memtable that holds them.
+ *     this a busy page coalesced by frequent small passes (a light load)
+ *     kept a whole page per pass for the whole retention window. Under
+ *     heavy load passes are large and a busy page gets about one version
+ *     per span anyway (tpcb-like, 8 clients: 46 of 480 versions deleted in
+ *     20 s; bench/RESULTS.md "Sustained load").
  */
 #include <inttypes.h>
 #include <stdlib.h>
