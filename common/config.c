@@ -132,6 +132,7 @@ static int parse_storage(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
     hx_storage_cfg *s = &cfg->storage[cfg->n_storage];
     memset(s, 0, sizeof *s);
     s->journal_mib = HX_STORAGE_JOURNAL_MIB_DEFAULT;
+    s->record_cache_mib = HX_STORAGE_RECORD_CACHE_MIB_DEFAULT;
     for (int i = 0; i < n; i++) {
         int bad;
         if (strcmp(w[i].key, "id") == 0)
@@ -148,8 +149,12 @@ static int parse_storage(const kv *w, int n, hx_cluster_cfg *cfg, char *err,
             if (parse_u64(w[i].value, 1, 65536, &s->journal_mib) != 0)
                 return fail(err, len, line, "storage journal_mib must be a number of MiB from 1 to 65536");
             bad = 0;
+        } else if (strcmp(w[i].key, "record_cache_mib") == 0) {
+            if (parse_u64(w[i].value, 0, 65536, &s->record_cache_mib) != 0)
+                return fail(err, len, line, "storage record_cache_mib must be a number of MiB from 0 to 65536");
+            bad = 0;
         } else
-            return fail(err, len, line, "unknown storage key '%s'; known: id az addr metrics data journal_mib", w[i].key);
+            return fail(err, len, line, "unknown storage key '%s'; known: id az addr metrics data journal_mib record_cache_mib", w[i].key);
         if (bad)
             return fail(err, len, line, "storage %s is empty or too long", w[i].key);
     }

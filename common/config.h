@@ -28,6 +28,8 @@
 /* A storage node's write-ahead journal (storage-node/segment_journal.h):
  * written in full when created, in the node's data directory. */
 #define HX_STORAGE_JOURNAL_MIB_DEFAULT 64
+/* Records coalescing walked and has yet to apply (record_cache.h). */
+#define HX_STORAGE_RECORD_CACHE_MIB_DEFAULT 64
 /* The writer's page cache (hx_vfs): pages a GetPage need not fetch. */
 #define HX_COMPUTE_CACHE_MIB_DEFAULT 512
 
@@ -40,6 +42,7 @@ typedef struct {
     char metrics_addr[128];  /* host:port of the HTTP metrics, or "" */
     char data_dir[512];
     uint64_t journal_mib;    /* size of a new write-ahead journal */
+    uint64_t record_cache_mib; /* the store's record cache; 0: none */
 } hx_storage_cfg;
 
 typedef struct {

@@ -118,7 +118,9 @@ static int damage_records(const hx_storage_cfg *self, const char *option,
     }
     segment_store *s = NULL;
     segment_store_why why = {0};
-    segment_store_options o = {.journal_bytes = self->journal_mib << 20};
+    segment_store_options o = {
+        .journal_bytes = self->journal_mib << 20,
+        .record_cache_bytes = self->record_cache_mib << 20};
     int rc = segment_store_open(self->data_dir, self->id, &o, &s, &why);
     size_t done = 0;
     if (rc == HX_OK)

@@ -47,6 +47,11 @@ static const counter_def counters[] = {
     COUNTER(page_versions_superseded, "Page versions coalescing deleted: "
                                       "superseded by a newer one of the "
                                       "same LSN span."),
+    COUNTER(record_cache_hits, "Record reads the record cache answered."),
+    COUNTER(record_cache_misses, "Record reads the record cache could not "
+                                 "answer (read from RocksDB)."),
+    COUNTER(record_cache_evicted, "Records the record cache dropped to "
+                                  "stay within record_cache_mib."),
     COUNTER(gc_passes, "Garbage collection passes run."),
     COUNTER(gc_records_removed, "Log records garbage collection removed."),
     COUNTER(gc_page_versions_removed, "Page versions garbage collection "
@@ -98,6 +103,9 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
          st->journal_used_bytes},
         {"hexad_journal_bytes", "Size of the journal's ring.",
          st->journal_bytes},
+        {"hexad_record_cache_bytes",
+         "Bytes the record cache holds (records and their entries).",
+         st->record_cache_bytes},
         {"hexad_segments_unverified",
          "Segments whose chains are not verified yet after an unclean "
          "stop; they refuse reads.", st->segments_unverified},

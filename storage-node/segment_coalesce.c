@@ -288,6 +288,11 @@ uint64_t segment_store_coalesce_lag(const segment_store *s)
     return lag;
 }
 
+record_cache_stats segment_store_record_cache_stats(const segment_store *s)
+{
+    return record_cache_get_stats(s->rcache);
+}
+
 /* Walks the records above g->coalesced_lsn (at most *budget of them, and
  * the pages they touch within COALESCE_PAGES_MAX), then writes each page
  * as of the last record walked, with the new coalesced_lsn. */
@@ -325,6 +330,8 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         }
         if (!page_set_add(ps, page_no))
             break;
+        /* Kept until the page's version applies it (record_cache.h). */
+        record_cache_put(s->rcache, g->vol, g->pg, lsn, v, vl);
         cap = lsn;
         (*budget)--;
     }
@@ -351,8 +358,8 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         uint8_t *page = NULL;
         size_t len = 0;
         uint64_t page_lsn = 0, base = 0;
-        rc = get_page_from_version(s, g->vol, g->pg, ps->page[i], cap, &page,
-                                   &len, &page_lsn, &base, why);
+        rc = get_page_from_version(s, g->vol, g->pg, ps->page[i], cap, true,
+                                   &page, &len, &page_lsn, &base, why);
         if (rc != HX_OK)
             break;
         kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i],
@@ -426,6 +433,10 @@ int segment_store_coalesce(segment_store *s, size_t max_records,
 int coalesce_truncate(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
                       uint64_t from, segment_store_why *why)
 {
+    /* LSNs from on may come back as other records (record_cache.h
+     * invariant 1); a walk of a failed pass may have cached some above
+     * coalesced_lsn. */
+    record_cache_truncate(s->rcache, g->vol, g->pg, from);
     /* Invariant 2: no version lies above coalesced_lsn. */
     if (g->coalesced_lsn < from)
         return HX_OK;

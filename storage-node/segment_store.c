@@ -726,6 +726,12 @@ int segment_store_open(const char *data_dir, const char *node_id,
     s->fopts = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(s->fopts, 1);
     s->ropts = rocksdb_readoptions_create();
+    s->rcache = record_cache_new(o->record_cache_bytes);
+    if (s->rcache == NULL) {
+        why_set(why, "out of memory");
+        rc = HX_ERR_NOMEM;
+        goto fail;
+    }
 
     s->db = rocksdb_open(s->opts, s->path, &err);
     if (err != NULL && strstr(err, "ompression") != NULL) {
@@ -801,6 +807,7 @@ void segment_store_close(segment_store *s)
         rocksdb_flushoptions_destroy(s->fopts);
     if (s->opts)
         rocksdb_options_destroy(s->opts);
+    record_cache_free(s->rcache);
     free(s);
 }
 
@@ -1425,12 +1432,35 @@ int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
     return rc;
 }
 
-/* Reads, unpacks and verifies record lsn (invariant 6). *r is freed with
+/* Unpacks and verifies record lsn from bytes (invariant 6); NULL when
+ * they are not that record intact. */
+static Hexad__Record *record_unpack_verified(const uint8_t *bytes, size_t len,
+                                             uint64_t lsn)
+{
+    Hexad__Record *r = hexad__record__unpack(NULL, len, bytes);
+    if (r != NULL && (r->lsn != lsn || hx_record_verify(r) != HX_OK)) {
+        hexad__record__free_unpacked(r, NULL);
+        r = NULL;
+    }
+    return r;
+}
+
+/* Reads, unpacks and verifies record lsn (invariant 6): from s->rcache
+ * when it holds an intact copy, else from RocksDB. *r is freed with
  * hexad__record__free_unpacked. */
 int read_record(segment_store *s, uint32_t vol, uint32_t pg,
-                uint64_t lsn, Hexad__Record **out,
+                uint64_t lsn, bool take, Hexad__Record **out,
                 segment_store_why *why)
 {
+    size_t cl = 0;
+    const uint8_t *cached = record_cache_find(s->rcache, vol, pg, lsn, &cl);
+    Hexad__Record *r = cached ? record_unpack_verified(cached, cl, lsn) : NULL;
+    if (cached != NULL && (take || r == NULL)) /* a bad copy is not kept */
+        record_cache_drop(s->rcache, vol, pg, lsn);
+    if (r != NULL) {
+        *out = r;
+        return HX_OK;
+    }
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, lsn);
     char *val = NULL;
@@ -1445,9 +1475,9 @@ int read_record(segment_store *s, uint32_t vol, uint32_t pg,
                 "missing", vol, pg, lsn);
         return HX_ERR_IO;
     }
-    Hexad__Record *r = hexad__record__unpack(NULL, vl, (uint8_t *)val);
+    r = record_unpack_verified((const uint8_t *)val, vl, lsn);
     rocksdb_free(val);
-    if (r == NULL || r->lsn != lsn || hx_record_verify(r) != HX_OK) {
+    if (r == NULL) {
         repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, lsn);
         HX_ERROR("segment %u/%u: stored record %" PRIu64 " fails its "
                  "checksum (%" PRIu64 " bad records or versions seen); "
@@ -1455,8 +1485,6 @@ int read_record(segment_store *s, uint32_t vol, uint32_t pg,
                  s->counters.checksum_failures);
         why_set(why, "segment %u/%u: stored record %" PRIu64 " fails its "
                 "checksum", vol, pg, lsn);
-        if (r)
-            hexad__record__free_unpacked(r, NULL);
         return HX_ERR_CHECKSUM;
     }
     *out = r;
@@ -1469,13 +1497,13 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                            uint64_t *page_lsn, segment_store_why *why)
 {
     uint64_t base;
-    return get_page_from_version(s, vol, pg, page_no, read_lsn, page,
+    return get_page_from_version(s, vol, pg, page_no, read_lsn, false, page,
                                  page_len, page_lsn, &base, why);
 }
 
 int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
-                          uint64_t page_no, uint64_t read_lsn, uint8_t **page,
-                          size_t *page_len, uint64_t *page_lsn,
+                          uint64_t page_no, uint64_t read_lsn, bool take,
+                          uint8_t **page, size_t *page_len, uint64_t *page_lsn,
                           uint64_t *base_lsn, segment_store_why *why)
 {
     *base_lsn = 0;
@@ -1578,7 +1606,7 @@ int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
             if (lsn > read_lsn)
                 break;
             Hexad__Record *r = NULL;
-            rc = read_record(s, vol, pg, lsn, &r, why);
+            rc = read_record(s, vol, pg, lsn, take, &r, why);
             if (rc != HX_OK)
                 break;
             if (r->page_no != page_no) {

@@ -26,6 +26,7 @@
 
 #include "hexad.pb-c.h"
 #include "node_counters.h"
+#include "record_cache.h"
 #include "recovery.h" /* hx_lsn_range */
 
 typedef struct segment_store segment_store;
@@ -68,6 +69,9 @@ typedef struct {
     /* Size of a new write-ahead journal (data_dir/journal); an existing
      * one of another size is replaced once its entries are replayed. */
     uint64_t journal_bytes;
+    /* Memory for records coalescing walked and has yet to apply
+     * (record_cache.h); 0 keeps none. */
+    uint64_t record_cache_bytes;
     /* Run each checkpoint on the writing thread when it is due, instead of
      * on a thread of its own: a test's crash then comes after it. */
     bool checkpoint_inline;
@@ -263,6 +267,8 @@ const hx_node_counters *segment_store_counters(const segment_store *s);
 uint64_t segment_store_journal_used(const segment_store *s);
 uint64_t segment_store_journal_bytes(const segment_store *s);
 hx_node_counters *segment_store_counters_mut(segment_store *s);
+/* The record cache's counts (record_cache.h). */
+record_cache_stats segment_store_record_cache_stats(const segment_store *s);
 
 /* A page gets a new version once this many of its records are above its
  * last one (segment_coalesce.c invariant 3). 8, not 4: a page version is a

@@ -22,6 +22,7 @@
 #include "node_counters.h"
 #include "page_piles.h"
 #include "quorum.h"
+#include "record_cache.h"
 #include "segment_store.h"
 
 /* ------------------------------------------------------------------------
@@ -219,6 +220,7 @@ struct segment_store {
     hx_node_counters counters;
     uint64_t retention_ms;  /* GC keeps what is younger (segment_gc.c) */
     size_t coalesce_next;   /* segment index the next pass starts at */
+    record_cache *rcache;   /* records coalescing walked (record_cache.h) */
     uint8_t scrub_key[KEY_MAX_LEN]; /* the next key a scrub looks at */
     size_t scrub_key_len;
     uint64_t gc_bytes_since_compact;
@@ -296,8 +298,10 @@ void journal_applied(segment_store *s);
 /* Joins a running checkpoint, checkpoints the rest, closes the journal
  * (before RocksDB closes). NULL journal: no-op. */
 void journal_close(segment_store *s);
+/* take: the record is applied to a page version being written, so its
+ * copy in s->rcache is no longer wanted (coalescing). */
 int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
-                Hexad__Record **out, segment_store_why *why);
+                bool take, Hexad__Record **out, segment_store_why *why);
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
 int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
               uint64_t at, uint64_t *lsn, segment_store_why *why);
@@ -332,10 +336,11 @@ int bg_meta_load(segment_store *s, segment *g, segment_store_why *why);
 /* Puts g's 'b' key into wb. */
 void bg_meta_put(rocksdb_writebatch_t *wb, const segment *g);
 /* segment_store_get_page that also tells the LSN of the page version it
- * started from (*base_lsn; 0 when none was stored at or below read_lsn). */
+ * started from (*base_lsn; 0 when none was stored at or below read_lsn).
+ * take: see read_record. */
 int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
-                          uint64_t page_no, uint64_t read_lsn, uint8_t **page,
-                          size_t *page_len, uint64_t *page_lsn,
+                          uint64_t page_no, uint64_t read_lsn, bool take,
+                          uint8_t **page, size_t *page_len, uint64_t *page_lsn,
                           uint64_t *base_lsn, segment_store_why *why);
 /* The newest verified page version of page_no at or below at, into page
  * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none.

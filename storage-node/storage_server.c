@@ -490,6 +490,11 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->coalesce_passes = c->coalesce_passes;
     st->page_versions_written = c->page_versions_written;
     st->page_versions_superseded = c->page_versions_superseded;
+    record_cache_stats rcs = segment_store_record_cache_stats(srv->store);
+    st->record_cache_hits = rcs.hits;
+    st->record_cache_misses = rcs.misses;
+    st->record_cache_evicted = rcs.evicted;
+    st->record_cache_bytes = rcs.bytes;
     st->gc_passes = c->gc_passes;
     st->gc_records_removed = c->gc_records_removed;
     st->gc_page_versions_removed = c->gc_page_versions_removed;
@@ -1146,7 +1151,9 @@ int storage_server_create(struct event_base *base,
     }
 
     segment_store_why why = {0};
-    segment_store_options o = {.journal_bytes = self->journal_mib << 20};
+    segment_store_options o = {
+        .journal_bytes = self->journal_mib << 20,
+        .record_cache_bytes = self->record_cache_mib << 20};
     rc = segment_store_open(self->data_dir, self->id, &o, &srv->store, &why);
     if (rc != HX_OK) {
         snprintf(err, err_len, "cannot open the segment store in %s: %s",

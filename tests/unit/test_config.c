@@ -68,6 +68,28 @@ static void test_journal_mib(void **state)
     assert_non_null(strstr(err, "journal_mib"));
 }
 
+/* A storage line's record_cache_mib: 64 by default, 0 allowed (no cache),
+ * an error naming the key when out of range or not a number. */
+static void test_record_cache_mib(void **state)
+{
+    (void)state;
+    char err[256];
+    assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
+    assert_int_equal(cfg.storage[0].record_cache_mib, 64);
+    assert_int_equal(hx_cluster_parse("storage id=s1 az=a addr=h:1 data=/d "
+                                      "record_cache_mib=0\n", &cfg, err,
+                                      sizeof err), HX_OK);
+    assert_int_equal(cfg.storage[0].record_cache_mib, 0);
+    assert_int_equal(hx_cluster_parse("storage id=s1 az=a addr=h:1 data=/d "
+                                      "record_cache_mib=70000\n", &cfg, err,
+                                      sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "record_cache_mib"));
+    assert_int_equal(hx_cluster_parse("storage id=s1 az=a addr=h:1 data=/d "
+                                      "record_cache_mib=lots\n", &cfg, err,
+                                      sizeof err), HX_ERR_CONFIG);
+    assert_non_null(strstr(err, "0 to 65536"));
+}
+
 /* wire_compression: zstd by default, off when the cluster line says so,
  * an error naming the values otherwise. */
 static void test_wire_compression(void **state)
@@ -114,6 +136,7 @@ int main(void)
         cmocka_unit_test(test_pg_pages_default_is_10_gib),
         cmocka_unit_test(test_cache_mib),
         cmocka_unit_test(test_journal_mib),
+        cmocka_unit_test(test_record_cache_mib),
         cmocka_unit_test(test_wire_compression),
         cmocka_unit_test(test_compute_metrics),
     };

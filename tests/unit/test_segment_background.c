@@ -1051,6 +1051,57 @@ static void test_missing_records_found_and_repaired(void **state)
     forget_all();
 }
 
+/* record_cache.h: records of pages that get fewer than N per pass wait in
+ * the record cache, and the pass that finally writes their page's version
+ * applies them from there (taking them out); reads stay exact, also after
+ * a reopen empties the cache. A copy that differs from the store is never
+ * served as another record: truncated LSNs written again by a new epoch
+ * read as the new records (test_coalesce_counts_across_passes too). */
+static void test_record_cache_serves_coalescing(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    /* 60 pages, 60 records per pass: about one record a page a pass. */
+    make_range(1, 1800, 60, 1000000, 1);
+    for (uint64_t lo = 1; lo <= 1800; lo += 60) {
+        append_range(t.s, lo, lo + 59, 1, 0);
+        coalesce_all(t.s, 1000);
+    }
+    record_cache_stats st = segment_store_record_cache_stats(t.s);
+    print_message("record cache: %" PRIu64 " hits, %" PRIu64 " misses, %"
+                  PRIu64 " entries (%" PRIu64 " bytes), %" PRIu64
+                  " evicted\n", st.hits, st.misses, st.entries, st.bytes,
+                  st.evicted);
+    uint64_t versions = segment_store_counters(t.s)->page_versions_written;
+    assert_true(versions > 60);
+    /* Every record a version applied came from the cache (it is large
+     * enough here), and was taken out. */
+    assert_true(st.hits >= versions * SEGMENT_STORE_COALESCE_MIN_RECORDS);
+    assert_int_equal(st.misses, 0);
+    assert_int_equal(st.evicted, 0);
+    assert_true(st.entries < 60 * SEGMENT_STORE_COALESCE_MIN_RECORDS);
+    check_reads(t.s, 60, 1, 1800, 37);
+
+    /* A truncation inside the cached records, the LSNs written again. */
+    uint64_t scl = 0;
+    segment_store_why why = {0};
+    assert_int_equal(segment_store_truncate(t.s, VOL, 0, 2, 1781, 1900, &scl,
+                                            &why), HX_OK);
+    assert_int_equal(scl, 1780);
+    make_range(1781, 1860, 60, 1000000, 2);
+    append_range(t.s, 1781, 1860, 2, 0);
+    coalesce_all(t.s, 1000);
+    check_reads(t.s, 60, 1700, 1860, 7);
+    ts_reopen(&t);
+    make_range(1861, 2400, 60, 1000000, 2);
+    append_range(t.s, 1861, 2400, 2, 0);
+    coalesce_all(t.s, 1000);
+    check_reads(t.s, 60, 1, 2400, 53);
+    ts_close(&t);
+    forget_all();
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--crash-child") == 0)
@@ -1073,6 +1124,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_coalesce_waits_for_records),
         cmocka_unit_test(test_coalesce_reaches_a_cap_between_records),
         cmocka_unit_test(test_coalesce_counts_across_passes),
+        cmocka_unit_test(test_record_cache_serves_coalescing),
         cmocka_unit_test(test_journal_replays_after_a_crash),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
