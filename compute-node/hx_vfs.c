@@ -1755,6 +1755,15 @@ static int vfs_exec(sqlite3 *db, const char *sql)
     return rc;
 }
 
+/* SQLite's progress handler: a nonzero return interrupts the statement.
+ * sqlite3_interrupt alone misses a cancel that lands just before a
+ * statement starts (SQLite clears its flag when a statement starts with
+ * none running); the connection's own flag stays set until cleared. */
+static int vfs_progress_cancel(void *arg)
+{
+    return atomic_load(&((vfs_file *)arg)->cancelled) ? 1 : 0;
+}
+
 int hx_vfs_open_db(const char *vfsname, sqlite3 **db)
 {
     if (!db)
@@ -1788,6 +1797,8 @@ int hx_vfs_open_db(const char *vfsname, sqlite3 **db)
     ((vfs_file *)main_file)->db = d;
     pthread_mutex_unlock(&v->mu);
     sqlite3_busy_handler(d, vfs_busy_wait, main_file);
+    sqlite3_progress_handler(d, HX_VFS_CANCEL_CHECK_OPS, vfs_progress_cancel,
+                             main_file);
     snprintf(sql, sizeof(sql),
              "PRAGMA page_size=%u; PRAGMA journal_mode=MEMORY; "
              "PRAGMA locking_mode=NORMAL; PRAGMA synchronous=FULL; "

@@ -34,6 +34,9 @@
 #define HX_VFS_SQLITE_CACHE_KIB 8192
 /* hx_vfs_open_db's busy timeout for in-process lock waits. */
 #define HX_VFS_BUSY_TIMEOUT_MS 5000
+/* A connection's statements look at its cancel flag (hx_vfs_cancel) every
+ * this many SQLite VM instructions (sqlite3_progress_handler). */
+#define HX_VFS_CANCEL_CHECK_OPS 1000
 
 /* Registers a VFS called name over store. The table is copied; store->ctx
  * must outlive the VFS. A store whose write_mtr is NULL is read-only: the
@@ -75,7 +78,9 @@ void hx_vfs_intend_write(sqlite3 *db, int on);
  * wait out HX_VFS_BUSY_TIMEOUT_MS. Here the connection's cancel flag is
  * set and every lock waiter of the VFS woken; db's busy handler then gives
  * up at once (its statement fails with SQLITE_BUSY) and keeps giving up
- * until hx_vfs_cancel_clear(db). HX_ERR_NOT_FOUND: no such VFS, or db is
+ * until hx_vfs_cancel_clear(db), and any statement db runs meanwhile,
+ * even one that starts after the call, fails with SQLITE_INTERRUPT
+ * within HX_VFS_CANCEL_CHECK_OPS instructions. HX_ERR_NOT_FOUND: no such VFS, or db is
  * not one of its connections (only the interrupt was done). */
 int hx_vfs_cancel(const char *vfsname, sqlite3 *db);
 

@@ -43,10 +43,10 @@
  * the same string. run_query() forgets a cancel as it starts, so one that
  * arrived while the session was idle touches nothing. A cancelled
  * statement fails like any other: inside a block it aborts the block.
- * Best effort, as in PostgreSQL: a cancel landing after a statement's
- * check and before SQLite starts running it, on a statement that then
- * waits for no lock, is lost (SQLite clears its interrupt flag when a
- * statement starts and no other one runs).
+ * A cancel landing after a statement's check and before SQLite starts
+ * it still ends it: the connection's progress handler reads the flag
+ * (hx_vfs.h HX_VFS_CANCEL_CHECK_OPS), where SQLite's own interrupt flag
+ * would be cleared as the statement starts.
  *
  * Statement execution: the query string is cut with sqlite3_prepare_v2()'s
  * tail pointer. Transaction control is recognised by its first keyword

@@ -1094,6 +1094,28 @@ static void test_cancel_ends_writer_wait(void **state)
     sqlite3_close(db);
 }
 
+/* A cancel that lands before the statement starts (sqlite3_interrupt is
+ * then lost: SQLite clears its flag as a statement starts with none
+ * running) still ends it, through the progress handler, and long before
+ * it would finish; once cleared, the same statement runs to its end. */
+#define COUNT_TO(n) "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 " \
+                    "FROM c WHERE x < " #n ") SELECT count(*) FROM c"
+
+static void test_cancel_before_statement_starts(void **state)
+{
+    fx *f = *state;
+    sqlite3 *db = open_db(f->name);
+    assert_int_equal(hx_vfs_cancel(f->name, db), HX_OK);
+    uint64_t t0 = mono_ns();
+    assert_int_equal(exec_rc(db, COUNT_TO(10000000)), SQLITE_INTERRUPT);
+    uint64_t took_ms = (mono_ns() - t0) / 1000000u;
+    if (took_ms >= CANCEL_BOUND_MS)
+        fail_msg("interrupted after %llu ms", (unsigned long long)took_ms);
+    hx_vfs_cancel_clear(db);
+    assert_int_equal(query_int(db, COUNT_TO(100000)), 100000);
+    sqlite3_close(db);
+}
+
 /* The other busy wait: a COMMIT waiting in PENDING for a reader to leave
  * (on the VFS's unlocked condition). Cancelled, the COMMIT fails with
  * SQLITE_BUSY at once and the transaction can be rolled back. */
@@ -1373,6 +1395,7 @@ int main(void)
         T(test_writer_lock_stats),
         T(test_cancel_ends_writer_wait),
         T(test_cancel_ends_commit_wait),
+        T(test_cancel_before_statement_starts),
         T(test_reader_blocks_commit),
         cmocka_unit_test_setup_teardown(test_page_size_mismatch_rejected,
                                         fx_setup_1k, fx_teardown),
