@@ -149,12 +149,19 @@ int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, page_no, at);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
-    rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
     const uint8_t *ik;
     size_t ikl;
     int rc = HX_OK;
-    if (iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl) &&
-        ikl == KEY_PAGE_LEN) {
+    /* A corrupt version above gc_lsn is passed over for the one before it
+     * (or none): GC keeps every record above the page's base, the newest
+     * version at or below gc_lsn, so replaying from an older version still
+     * reads exactly. At or below gc_lsn, records under it may be gone:
+     * the read fails until a peer's copy repairs it. */
+    for (rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
+         iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
+         rocksdb_iter_prev(it)) {
+        if (ikl != KEY_PAGE_LEN)
+            continue;
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         uint64_t vlsn = get_be64(ik + 17);
@@ -162,13 +169,19 @@ int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
         if (rc == HX_OK) {
             memcpy(page, v + 8, page_size);
             *lsn = vlsn;
-        } else if (rc == HX_ERR_CHECKSUM) {
-            repair_want_add(s, SEGMENT_STORE_REPAIR_VERSION, g->vol, g->pg,
-                            page_no, vlsn);
+            break;
+        }
+        if (rc != HX_ERR_CHECKSUM)
+            break;
+        repair_want_add(s, SEGMENT_STORE_REPAIR_VERSION, g->vol, g->pg,
+                        page_no, vlsn);
+        if (vlsn <= g->gc_lsn) {
             why_set(why, "segment %u/%u: stored version of page %" PRIu64
                     " at %" PRIu64 " fails its checksum", g->vol, g->pg,
                     page_no, vlsn);
+            break;
         }
+        rc = HX_OK;
     }
     if (rc == HX_OK)
         rc = iter_status(it, why, "the page versions");

@@ -343,8 +343,10 @@ int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
                           uint8_t **page, size_t *page_len, uint64_t *page_lsn,
                           uint64_t *base_lsn, segment_store_why *why);
 /* The newest verified page version of page_no at or below at, into page
- * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none.
- * HX_ERR_CHECKSUM (a corrupt one: counted, its repair queued), HX_ERR_IO. */
+ * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none. A
+ * corrupt one is counted and its repair queued; above g->gc_lsn it is
+ * passed over for an older one. HX_ERR_CHECKSUM (a corrupt one at or
+ * below g->gc_lsn), HX_ERR_IO. */
 int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
                       uint64_t at, uint8_t *page, uint32_t page_size,
                       uint64_t *lsn, segment_store_why *why);
