@@ -141,14 +141,14 @@ int version_verify(const uint8_t *key, size_t kl, const char *val, size_t vl,
     return sum == get_be64((const uint8_t *)val) ? HX_OK : HX_ERR_CHECKSUM;
 }
 
-int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
-                      uint64_t at, uint8_t *page, uint32_t page_size,
-                      uint64_t *lsn, segment_store_why *why)
+int version_newest_le(segment_store *s, rocksdb_iterator_t *it,
+                      const segment *g, uint64_t page_no, uint64_t at,
+                      uint8_t *page, uint32_t page_size, uint64_t *lsn,
+                      segment_store_why *why)
 {
     *lsn = 0;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, page_no, at);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     const uint8_t *ik;
     size_t ikl;
     int rc = HX_OK;
@@ -185,7 +185,6 @@ int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
     }
     if (rc == HX_OK)
         rc = iter_status(it, why, "the page versions");
-    rocksdb_iter_destroy(it);
     return rc;
 }
 
@@ -372,7 +371,7 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         size_t len = 0;
         uint64_t page_lsn = 0, base = 0;
         rc = get_page_from_version(s, g->vol, g->pg, ps->page[i], cap, true,
-                                   &page, &len, &page_lsn, &base, why);
+                                   it, &page, &len, &page_lsn, &base, why);
         if (rc != HX_OK)
             break;
         kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i],

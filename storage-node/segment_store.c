@@ -726,6 +726,7 @@ int segment_store_open(const char *data_dir, const char *node_id,
     s->fopts = rocksdb_flushoptions_create();
     rocksdb_flushoptions_set_wait(s->fopts, 1);
     s->ropts = rocksdb_readoptions_create();
+    hx_arena_init(&s->rec_arena);
     s->rcache = record_cache_new(o->record_cache_bytes);
     if (s->rcache == NULL) {
         why_set(why, "out of memory");
@@ -808,6 +809,7 @@ void segment_store_close(segment_store *s)
     if (s->opts)
         rocksdb_options_destroy(s->opts);
     record_cache_free(s->rcache);
+    hx_arena_destroy(&s->rec_arena);
     free(s);
 }
 
@@ -1432,29 +1434,28 @@ int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
     return rc;
 }
 
-/* Unpacks and verifies record lsn from bytes (invariant 6); NULL when
- * they are not that record intact. */
-static Hexad__Record *record_unpack_verified(const uint8_t *bytes, size_t len,
+/* Unpacks (into s->rec_arena) and verifies record lsn from bytes
+ * (invariant 6); NULL when they are not that record intact. */
+static Hexad__Record *record_unpack_verified(segment_store *s,
+                                             const uint8_t *bytes, size_t len,
                                              uint64_t lsn)
 {
-    Hexad__Record *r = hexad__record__unpack(NULL, len, bytes);
-    if (r != NULL && (r->lsn != lsn || hx_record_verify(r) != HX_OK)) {
-        hexad__record__free_unpacked(r, NULL);
-        r = NULL;
-    }
-    return r;
+    Hexad__Record *r = hexad__record__unpack(&s->rec_arena.pb, len, bytes);
+    return r != NULL && r->lsn == lsn && hx_record_verify(r) == HX_OK ? r
+                                                                      : NULL;
 }
 
 /* Reads, unpacks and verifies record lsn (invariant 6): from s->rcache
- * when it holds an intact copy, else from RocksDB. *r is freed with
- * hexad__record__free_unpacked. */
+ * when it holds an intact copy, else from RocksDB. */
 int read_record(segment_store *s, uint32_t vol, uint32_t pg,
                 uint64_t lsn, bool take, Hexad__Record **out,
                 segment_store_why *why)
 {
+    hx_arena_reset(&s->rec_arena);
     size_t cl = 0;
     const uint8_t *cached = record_cache_find(s->rcache, vol, pg, lsn, &cl);
-    Hexad__Record *r = cached ? record_unpack_verified(cached, cl, lsn) : NULL;
+    Hexad__Record *r =
+        cached ? record_unpack_verified(s, cached, cl, lsn) : NULL;
     if (cached != NULL && (take || r == NULL)) /* a bad copy is not kept */
         record_cache_drop(s->rcache, vol, pg, lsn);
     if (r != NULL) {
@@ -1475,7 +1476,7 @@ int read_record(segment_store *s, uint32_t vol, uint32_t pg,
                 "missing", vol, pg, lsn);
         return HX_ERR_IO;
     }
-    r = record_unpack_verified((const uint8_t *)val, vl, lsn);
+    r = record_unpack_verified(s, (const uint8_t *)val, vl, lsn);
     rocksdb_free(val);
     if (r == NULL) {
         repair_want_add(s, SEGMENT_STORE_REPAIR_RECORD, vol, pg, 0, lsn);
@@ -1497,13 +1498,25 @@ int segment_store_get_page(segment_store *s, uint32_t vol, uint32_t pg,
                            uint64_t *page_lsn, segment_store_why *why)
 {
     uint64_t base;
-    return get_page_from_version(s, vol, pg, page_no, read_lsn, false, page,
-                                 page_len, page_lsn, &base, why);
+    return get_page_from_version(s, vol, pg, page_no, read_lsn, false, NULL,
+                                 page, page_len, page_lsn, &base, why);
 }
+
+/* Page-index entries get_page_from_version holds without a malloc (a page
+ * has fewer than COALESCE_MIN_RECORDS above its version when coalescing
+ * keeps up). */
+#define PAGE_INDEX_INLINE 32
+
+/* One page-index entry above the base, for get_page_from_version. */
+typedef struct {
+    uint64_t lsn;
+    uint32_t flags;
+} index_entry;
 
 int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
                           uint64_t page_no, uint64_t read_lsn, bool take,
-                          uint8_t **page, size_t *page_len, uint64_t *page_lsn,
+                          rocksdb_iterator_t *shared_it, uint8_t **page,
+                          size_t *page_len, uint64_t *page_lsn,
                           uint64_t *base_lsn, segment_store_why *why)
 {
     *base_lsn = 0;
@@ -1554,81 +1567,82 @@ int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
     /* The newest page version at or below read_lsn is the base: only the
      * page's records above it are applied, so the cost is bounded by what
      * came since the last coalescing, not by the page's history. */
+    rocksdb_iterator_t *it =
+        shared_it ? shared_it : rocksdb_create_iterator(s->db, s->ropts);
     uint64_t base = 0;
-    int rc = version_newest_le(s, g, page_no, read_lsn, buf, page_size,
+    int rc = version_newest_le(s, it, g, page_no, read_lsn, buf, page_size,
                                &base, why);
-    if (rc != HX_OK) {
-        free(buf);
-        return rc;
-    }
 
-    /* Pass 1, index only: the newest IMAGE above the base and at or below
-     * read_lsn (or the page's first record above the base) is where
-     * applying starts. Forward: a memtable iterator's Prev is a search
-     * from the top, its Next a step. */
+    /* The page index above the base, read once (forward: a memtable
+     * iterator's Prev is a search from the top, its Next a step). The
+     * newest IMAGE at or below read_lsn, else the first entry, is where
+     * applying starts. */
+    index_entry one[PAGE_INDEX_INLINE], *ents = one;
+    size_t n = 0, cap = PAGE_INDEX_INLINE, start = 0;
+    bool from_image = false;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_page(k, vol, pg, page_no, base + 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     const uint8_t *ik;
     size_t ikl;
-    uint64_t start = 0;
-    bool from_image = false;
-    rocksdb_iter_seek(it, (const char *)k, kl);
-    for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
+    if (rc == HX_OK)
+        rocksdb_iter_seek(it, (const char *)k, kl);
+    for (; rc == HX_OK && iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
          rocksdb_iter_next(it)) {
         if (ikl != KEY_PAGE_LEN)
             continue;
         uint64_t lsn = get_be64(ik + 17);
         if (lsn > read_lsn)
             break;
+        if (n == cap) {
+            index_entry *ne = malloc(2 * cap * sizeof *ne);
+            if (ne == NULL) {
+                rc = HX_ERR_NOMEM;
+                break;
+            }
+            memcpy(ne, ents, n * sizeof *ne);
+            if (ents != one)
+                free(ents);
+            ents = ne;
+            cap *= 2;
+        }
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
-        uint32_t flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
-        if (start == 0 || (flags & HX_RECORD_IMAGE))
-            start = lsn;
-        if (flags & HX_RECORD_IMAGE)
+        ents[n].lsn = lsn;
+        ents[n].flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
+        if (ents[n].flags & HX_RECORD_IMAGE) {
+            start = n;
             from_image = true;
+        }
+        n++;
     }
-    rc = iter_status(it, why, "the page index");
+    if (rc == HX_OK)
+        rc = iter_status(it, why, "the page index");
+    if (shared_it == NULL)
+        rocksdb_iter_destroy(it);
     if (from_image) /* as if applied to a never-written page */
         memset(buf, 0, page_size);
 
-    /* Pass 2: apply forward, each record verified. */
+    /* Apply forward, each record verified. */
     uint64_t applied = 0;
-    if (rc == HX_OK && start != 0) {
-        kl = key_page(k, vol, pg, page_no, start);
-        rocksdb_iter_seek(it, (const char *)k, kl);
-        for (; iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
-             rocksdb_iter_next(it)) {
-            if (ikl != KEY_PAGE_LEN)
-                continue;
-            uint64_t lsn = get_be64(ik + 17);
-            if (lsn > read_lsn)
-                break;
-            Hexad__Record *r = NULL;
-            rc = read_record(s, vol, pg, lsn, take, &r, why);
-            if (rc != HX_OK)
-                break;
-            if (r->page_no != page_no) {
-                rc = HX_ERR_CHECKSUM;
-                why_set(why, "record %" PRIu64 " is indexed under page %"
-                        PRIu64 " but is for page %" PRIu64, lsn, page_no,
-                        r->page_no);
-            } else {
-                rc = hx_record_apply(r, buf, page_size);
-                if (rc != HX_OK)
-                    why_set(why, "record %" PRIu64 " does not fit a %u-byte "
-                            "page", lsn, page_size);
-            }
-            hexad__record__free_unpacked(r, NULL);
-            if (rc != HX_OK)
-                break;
-            applied = lsn;
+    for (size_t i = start; rc == HX_OK && i < n; i++) {
+        Hexad__Record *r = NULL;
+        rc = read_record(s, vol, pg, ents[i].lsn, take, &r, why);
+        if (rc != HX_OK)
+            break;
+        if (r->page_no != page_no) {
+            rc = HX_ERR_CHECKSUM;
+            why_set(why, "record %" PRIu64 " is indexed under page %" PRIu64
+                    " but is for page %" PRIu64, ents[i].lsn, page_no,
+                    r->page_no);
+        } else if ((rc = hx_record_apply(r, buf, page_size)) != HX_OK) {
+            why_set(why, "record %" PRIu64 " does not fit a %u-byte page",
+                    ents[i].lsn, page_size);
         }
         if (rc == HX_OK)
-            rc = iter_status(it, why, "the page index");
+            applied = ents[i].lsn;
     }
-    rocksdb_iter_destroy(it);
+    if (ents != one)
+        free(ents);
     if (rc != HX_OK) {
         free(buf);
         return rc;

@@ -17,6 +17,7 @@
 
 #include <rocksdb/c.h>
 
+#include "arena.h"
 #include "chain.h"
 #include "config.h"
 #include "node_counters.h"
@@ -221,6 +222,7 @@ struct segment_store {
     uint64_t retention_ms;  /* GC keeps what is younger (segment_gc.c) */
     size_t coalesce_next;   /* segment index the next pass starts at */
     record_cache *rcache;   /* records coalescing walked (record_cache.h) */
+    hx_arena rec_arena;     /* the record read_record returned last */
     uint8_t scrub_key[KEY_MAX_LEN]; /* the next key a scrub looks at */
     size_t scrub_key_len;
     uint64_t gc_bytes_since_compact;
@@ -299,7 +301,9 @@ void journal_applied(segment_store *s);
  * (before RocksDB closes). NULL journal: no-op. */
 void journal_close(segment_store *s);
 /* take: the record is applied to a page version being written, so its
- * copy in s->rcache is no longer wanted (coalescing). */
+ * copy in s->rcache is no longer wanted (coalescing). *out lives in
+ * s->rec_arena until the next read_record (unpacking into an arena saves
+ * a malloc and a free per field and patch on coalescing's hot path). */
 int read_record(segment_store *s, uint32_t vol, uint32_t pg, uint64_t lsn,
                 bool take, Hexad__Record **out, segment_store_why *why);
 /* Newest key `tag vol pg lsn` with lsn <= at ('r' or 'c'); 0 when none. */
@@ -337,19 +341,24 @@ int bg_meta_load(segment_store *s, segment *g, segment_store_why *why);
 void bg_meta_put(rocksdb_writebatch_t *wb, const segment *g);
 /* segment_store_get_page that also tells the LSN of the page version it
  * started from (*base_lsn; 0 when none was stored at or below read_lsn).
- * take: see read_record. */
+ * take: see read_record. it: an iterator of s->db to use (repositioned),
+ * or NULL for one of its own; a coalescing pass shares one across its
+ * pages, since creating one costs a seek structure per memtable and file. */
 int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
                           uint64_t page_no, uint64_t read_lsn, bool take,
-                          uint8_t **page, size_t *page_len, uint64_t *page_lsn,
+                          rocksdb_iterator_t *it, uint8_t **page,
+                          size_t *page_len, uint64_t *page_lsn,
                           uint64_t *base_lsn, segment_store_why *why);
 /* The newest verified page version of page_no at or below at, into page
- * (page_size bytes); *lsn = its LSN, 0 (page untouched) when none. A
+ * (page_size bytes), found with it (an iterator of s->db, repositioned);
+ * *lsn = its LSN, 0 (page untouched) when none. A
  * corrupt one is counted and its repair queued; above g->gc_lsn it is
  * passed over for an older one. HX_ERR_CHECKSUM (a corrupt one at or
  * below g->gc_lsn), HX_ERR_IO. */
-int version_newest_le(segment_store *s, const segment *g, uint64_t page_no,
-                      uint64_t at, uint8_t *page, uint32_t page_size,
-                      uint64_t *lsn, segment_store_why *why);
+int version_newest_le(segment_store *s, rocksdb_iterator_t *it,
+                      const segment *g, uint64_t page_no, uint64_t at,
+                      uint8_t *page, uint32_t page_size, uint64_t *lsn,
+                      segment_store_why *why);
 /* A page version's value: checksum over its key and image, then the
  * image. buf holds the value (8 + page_size bytes) followed by scratch
  * room (KEY_MAX_LEN + page_size bytes). */
