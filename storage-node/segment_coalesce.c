@@ -44,6 +44,13 @@
  *     heavy load passes are large and a busy page gets about one version
  *     per span anyway (tpcb-like, 8 clients: 46 of 480 versions deleted in
  *     20 s; bench/RESULTS.md "Sustained load").
+ *  7. A page whose version or a record of it fails its checksum (its repair
+ *     queued by the read) gets no version in that pass, and the pass goes
+ *     on with the other pages: one bad copy must not stop coalescing, and
+ *     with it GC, of the whole segment while the repair is under way. Its
+ *     pile is noted as COALESCE_MIN_RECORDS - 1, so its next record brings
+ *     it back to a pass; reads of it fail until the repair lands, exactly
+ *     as before the pass (invariant 3 bounds cost, not correctness).
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -372,6 +379,15 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
         uint64_t page_lsn = 0, base = 0;
         rc = get_page_from_version(s, g->vol, g->pg, ps->page[i], cap, true,
                                    it, &page, &len, &page_lsn, &base, why);
+        if (rc == HX_ERR_CHECKSUM) {
+            /* Invariant 7: the page waits for its repair, the others go on. */
+            HX_WARN("segment %u/%u: page %" PRIu64 " gets no version until "
+                    "its repair lands: %s", g->vol, g->pg, ps->page[i],
+                    why ? why->msg : "a checksum failed");
+            ps->pile[i] = COALESCE_MIN_RECORDS - 1;
+            rc = HX_OK;
+            continue;
+        }
         if (rc != HX_OK)
             break;
         kl = key_page_tag(k, KEY_VERSION, g->vol, g->pg, ps->page[i],

@@ -230,7 +230,6 @@ static size_t check_reads(segment_store *s, uint64_t pages, uint64_t lo,
     return n;
 }
 
-/* Coalesces in bounded passes until a pass writes nothing. */
 /* Passes until coalescing has reached every segment's SCL (a pass may
  * write no version: its pages have too few records yet). */
 static size_t coalesce_all(segment_store *s, size_t per_pass)
@@ -683,6 +682,28 @@ static void test_corrupt_gc_base_is_not_passed_over(void **state)
             assert_memory_equal(page, want, PAGE_SIZE);
             assert_int_equal(pl, want_lsn);
         }
+    }
+
+    /* Invariant 7 (segment_coalesce.c): coalescing goes on past the page
+     * that waits for its repair; the others get versions and read exactly,
+     * it still fails. */
+    uint64_t versions = segment_store_counters(t.s)->page_versions_written;
+    make_range(1001, 1400, 4, 1000000, 1);
+    append_range(t.s, 1001, 1400, 1, 1400);
+    coalesce_all(t.s, 100);
+    assert_int_equal(segment_store_status(t.s, &st), HX_OK);
+    assert_int_equal(st->segments[0]->coalesced_lsn, 1400);
+    segment_store_status_free(st);
+    assert_true(segment_store_counters(t.s)->page_versions_written >=
+                versions + 3);
+    assert_int_equal(get(t.s, vpage, 1400, page, &pl), HX_ERR_CHECKSUM);
+    for (uint64_t p = 0; p < 4; p++) {
+        if (p == vpage)
+            continue;
+        assert_int_equal(get(t.s, p, 1400, page, &pl), HX_OK);
+        model_page(p, 1400, want, &want_lsn);
+        assert_memory_equal(page, want, PAGE_SIZE);
+        assert_int_equal(pl, want_lsn);
     }
     ts_close(&t);
     forget_all();
