@@ -29,7 +29,7 @@
  * written in full when created, in the node's data directory. */
 #define HX_STORAGE_JOURNAL_MIB_DEFAULT 64
 /* Records coalescing walked and has yet to apply (record_cache.h). */
-#define HX_STORAGE_RECORD_CACHE_MIB_DEFAULT 64
+#define HX_STORAGE_RECORD_CACHE_MIB_DEFAULT 128
 /* The writer's page cache (hx_vfs): pages a GetPage need not fetch. */
 #define HX_COMPUTE_CACHE_MIB_DEFAULT 512
 

@@ -271,11 +271,15 @@ hx_node_counters *segment_store_counters_mut(segment_store *s);
 record_cache_stats segment_store_record_cache_stats(const segment_store *s);
 
 /* A page gets a new version once this many of its records are above its
- * last one (segment_coalesce.c invariant 3). 8, not 4: a page version is a
- * whole page written (and compacted) for what may be a few small records;
- * with 8, storage CPU per tpcb-like transaction fell by about 15%, and
- * with 16 it rose again (bench/RESULTS.md, session 5). */
-#define SEGMENT_STORE_COALESCE_MIN_RECORDS 8u
+ * last one (segment_coalesce.c invariant 3). A page version is a whole
+ * page read, written and compacted for what may be a few small records.
+ * 8, not 4, since session 5; 16, not 8, since session 11: with the record
+ * cache holding the records in between, a storage node's CPU per
+ * tpcb-like transaction in the steady state fell by a fifth
+ * (hexad-storage-work; bench/RESULTS.md "Storage work"). GetPage applies
+ * at most this many records more than the newest version holds (plus
+ * those since the last pass). */
+#define SEGMENT_STORE_COALESCE_MIN_RECORDS 16u
 
 /* Coalescing: looks at up to max_records records above the coalesced LSN
  * of the segments (round robin), never above a segment's SCL, and writes,

@@ -68,14 +68,14 @@ static void test_journal_mib(void **state)
     assert_non_null(strstr(err, "journal_mib"));
 }
 
-/* A storage line's record_cache_mib: 64 by default, 0 allowed (no cache),
+/* A storage line's record_cache_mib: 128 by default, 0 allowed (no cache),
  * an error naming the key when out of range or not a number. */
 static void test_record_cache_mib(void **state)
 {
     (void)state;
     char err[256];
     assert_int_equal(hx_cluster_parse(NODES, &cfg, err, sizeof err), HX_OK);
-    assert_int_equal(cfg.storage[0].record_cache_mib, 64);
+    assert_int_equal(cfg.storage[0].record_cache_mib, 128);
     assert_int_equal(hx_cluster_parse("storage id=s1 az=a addr=h:1 data=/d "
                                       "record_cache_mib=0\n", &cfg, err,
                                       sizeof err), HX_OK);

@@ -275,11 +275,15 @@ static void test_coalesce_same_bytes(void **state)
     append_range(t.s, 1, 1500, 1, 0);
     size_t before = check_reads(t.s, 40, 1, 1500, 97);
 
-    /* Bounded: a pass of 400 records (10 a page on average) writes at
-     * most the pages they touch. */
+    /* Bounded: a pass of 40 * (N + 4) records (N + 4 a page on average,
+     * N = SEGMENT_STORE_COALESCE_MIN_RECORDS) writes at most the pages
+     * they touch. */
     size_t w = 0;
     segment_store_why why = {0};
-    assert_int_equal(segment_store_coalesce(t.s, 400, &w, &why), HX_OK);
+    assert_int_equal(segment_store_coalesce(
+                         t.s, 40 * (SEGMENT_STORE_COALESCE_MIN_RECORDS + 4),
+                         &w, &why),
+                     HX_OK);
     assert_true(w > 0 && w <= 40);
     coalesce_all(t.s, 100);
     check_reads(t.s, 40, 1, 1500, 97);
@@ -435,11 +439,13 @@ static void test_coalesce_supersedes_versions(void **state)
     ts_open(&t, "s1");
     make_range(1, 6000, 2, 1000000, 1);
     append_range(t.s, 1, 6000, 1, 0);
-    coalesce_all(t.s, 16); /* a version of each page every pass */
+    /* A version of each page every pass: N records each. */
+    coalesce_all(t.s, 2 * SEGMENT_STORE_COALESCE_MIN_RECORDS);
     const hx_node_counters *c = segment_store_counters(t.s);
     print_message("%" PRIu64 " versions written, %" PRIu64 " superseded\n",
                   c->page_versions_written, c->page_versions_superseded);
-    assert_true(c->page_versions_written > 400);
+    assert_true(c->page_versions_written >
+                3000 / SEGMENT_STORE_COALESCE_MIN_RECORDS);
     /* Spans of 2048 LSNs: at most a few kept per page and span. */
     assert_true(c->page_versions_written - c->page_versions_superseded < 16);
     check_reads(t.s, 2, 1, 6000, 5);
