@@ -49,7 +49,7 @@ grep -q "unknown command 'no-such-command'" <<<"$LAST_OUT" ||
 check "./hexad without a command" 2 ./hexad
 check_error "./hexad status without a cluster" "no cluster file at .*run './hexad up'" \
     ./hexad status --data "$HX_TMP/none"
-check_error "./hexad kill without a node" "needs exactly one NODE" ./hexad kill --data "$HX_TMP/none"
+check_error "./hexad kill without a node" "needs one or more NODE ids or --az AZ" ./hexad kill --data "$HX_TMP/none"
 
 # ---- deploy scripts
 check "deploy/install-deps.sh --help" 0 bash deploy/install-deps.sh --help
