@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "append_request.h"
 #include "hexad.pb-c.h"
 #include "hx_err.h"
 #include "record.h"
@@ -46,8 +47,6 @@ typedef struct {
     unsigned long txns, account_pages, batch, seed, cache_mib;
     const char *dir;
 } opts;
-
-static const char *members6[6] = {"s1", "s2", "s3", "s4", "s5", "s6"};
 
 /* One record of a batch, with the storage its patches point at. */
 typedef struct {
@@ -168,18 +167,10 @@ static int run(const opts *o)
         }
         for (size_t i = 0; i < nr; i++)
             ptrs[i] = &recs[i].rec;
-        Hexad__AppendRecords req = HEXAD__APPEND_RECORDS__INIT;
-        Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
-        geo.page_size = PAGE_SIZE;
-        geo.pg_pages = PG_PAGES;
-        req.volume = VOL;
-        req.volume_epoch = 1;
-        req.membership_epoch = 1;
-        req.members = (char **)members6;
-        req.n_members = 6;
-        req.geometry = &geo;
-        req.records = ptrs;
-        req.n_records = nr;
+        Hexad__AppendRecords req;
+        Hexad__Geometry geo;
+        hx_test_append_request(&req, &geo, VOL, 0, 1, PAGE_SIZE, PG_PAGES,
+                               ptrs, nr);
 
         slice *cur = &sl[done * SLICES / o->txns];
         double t0 = thread_cpu_s();

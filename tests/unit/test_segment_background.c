@@ -25,6 +25,7 @@
 
 #include <rocksdb/c.h>
 
+#include "append_request.h"
 #include "hx_err.h"
 #include "record.h"
 #include "rm_tree.h"
@@ -117,8 +118,6 @@ static void forget_all(void)
     }
 }
 
-static const char *members6[6] = {"s1", "s2", "s3", "s4", "s5", "s6"};
-
 /* Appends records [from, to] (already made) to PG 0 with the given epoch
  * and min_read_lsn. */
 static void append_range(segment_store *s, uint64_t from, uint64_t to,
@@ -129,19 +128,10 @@ static void append_range(segment_store *s, uint64_t from, uint64_t to,
         size_t n = 0;
         for (uint64_t l = lo; l <= to && n < 64; l++)
             ptrs[n++] = &made[l]->rec;
-        Hexad__AppendRecords req = HEXAD__APPEND_RECORDS__INIT;
-        Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
-        geo.page_size = PAGE_SIZE;
-        geo.pg_pages = PG_PAGES;
-        req.volume = VOL;
-        req.pg = 0;
-        req.volume_epoch = epoch;
-        req.membership_epoch = 1;
-        req.members = (char **)members6;
-        req.n_members = 6;
-        req.geometry = &geo;
-        req.records = ptrs;
-        req.n_records = n;
+        Hexad__AppendRecords req;
+        Hexad__Geometry geo;
+        hx_test_append_request(&req, &geo, VOL, 0, epoch, PAGE_SIZE, PG_PAGES,
+                               ptrs, n);
         req.min_read_lsn = min_read;
         segment_store_append_result res;
         assert_int_equal(segment_store_append(s, &req, &res), HX_OK);

@@ -24,6 +24,7 @@
 
 #include <rocksdb/c.h>
 
+#include "append_request.h"
 #include "hx_err.h"
 #include "log.h"
 #include "record.h"
@@ -79,26 +80,15 @@ static void make_rec(trec *t, uint64_t i)
     hx_record_seal(&t->rec);
 }
 
-static const char *members6[6] = {"s1", "s2", "s3", "s4", "s5", "s6"};
-
 static int append_rec(segment_store *s, uint64_t i)
 {
     trec t;
     make_rec(&t, i);
     Hexad__Record *ptrs[1] = {&t.rec};
-    Hexad__AppendRecords req = HEXAD__APPEND_RECORDS__INIT;
-    Hexad__Geometry geo = HEXAD__GEOMETRY__INIT;
-    geo.page_size = PAGE_SIZE;
-    geo.pg_pages = PG_PAGES;
-    req.volume = VOL;
-    req.pg = rec_pg(i);
-    req.volume_epoch = 1;
-    req.membership_epoch = 1;
-    req.members = (char **)members6;
-    req.n_members = 6;
-    req.geometry = &geo;
-    req.records = ptrs;
-    req.n_records = 1;
+    Hexad__AppendRecords req;
+    Hexad__Geometry geo;
+    hx_test_append_request(&req, &geo, VOL, rec_pg(i), 1, PAGE_SIZE, PG_PAGES,
+                           ptrs, 1);
     segment_store_append_result res;
     int rc = segment_store_append(s, &req, &res);
     return rc != HX_OK ? rc : res.rc;
