@@ -11,8 +11,13 @@
  * the last one marked CPL; --batch transactions make one append (the
  * boxcar). Coalescing runs a pass of the storage node's size whenever
  * that many records arrived since the last one, as the node's lag trigger
- * does under load. It prints, per tenth of the run, the main thread's CPU
- * per transaction in appends and in coalescing, the whole process's
+ * does under load. With --gc-window N, every append says no read needs
+ * what is older than the last N transactions (min_read_lsn), retention is
+ * 0, and a garbage collection pass of the node's size runs every
+ * GC_EVERY_COALESCE coalescing passes (about once a second of a node's
+ * tpcb-like load): the state a node reaches once its retention window
+ * has filled. It prints, per tenth of the run, the main thread's CPU per
+ * transaction in appends, in coalescing and in GC, the whole process's
  * (RocksDB's threads too) and the store's counters; the last tenths are
  * the steady state, once account pages have piled up enough records to
  * get page versions.
@@ -39,12 +44,14 @@
 #define RECS_PER_TXN 4u
 #define BATCH_MAX 64u
 #define COALESCE_PASS_RECORDS 2048u /* storage_background.c's pass */
+#define GC_PASS_PAGES 4096u         /* storage_background.c's pass */
+#define GC_EVERY_COALESCE 4u
 #define TELLER_PAGES 3u
 #define HISTORY_ROW_BYTES 50u
 #define SLICES 10u
 
 typedef struct {
-    unsigned long txns, account_pages, batch, seed, cache_mib;
+    unsigned long txns, account_pages, batch, seed, cache_mib, gc_window;
     const char *dir;
 } opts;
 
@@ -110,7 +117,7 @@ static void make_record(brec *b, uint64_t lsn, uint64_t page_no, uint32_t off,
 }
 
 typedef struct {
-    double append_s, coalesce_s, process_s;
+    double append_s, coalesce_s, gc_s, process_s;
     unsigned long txns;
 } slice;
 
@@ -128,6 +135,8 @@ static int run(const opts *o)
                 "(%s)\n", o->dir, why.msg, hx_strerror(rc));
         return 1;
     }
+    if (o->gc_window > 0)
+        segment_store_set_retention(s, 0);
     brec *recs = calloc(BATCH_MAX * RECS_PER_TXN, sizeof *recs);
     Hexad__Record **ptrs = calloc(BATCH_MAX * RECS_PER_TXN, sizeof *ptrs);
     if (recs == NULL || ptrs == NULL) {
@@ -139,7 +148,8 @@ static int run(const opts *o)
     const uint64_t account0 = 1000000;
     uint64_t history_page = history0, lsn = 0;
     uint32_t history_off = 0;
-    unsigned long done = 0, since_coalesce = 0;
+    unsigned long done = 0, since_coalesce = 0, coalesce_passes = 0;
+    uint64_t gc_now_ms = 0;
     slice sl[SLICES] = {{0}};
     double p0 = process_cpu_s();
     struct timespec w0, w1;
@@ -171,6 +181,9 @@ static int run(const opts *o)
         Hexad__Geometry geo;
         hx_test_append_request(&req, &geo, VOL, 0, 1, PAGE_SIZE, PG_PAGES,
                                ptrs, nr);
+        uint64_t window = (uint64_t)o->gc_window * RECS_PER_TXN;
+        if (o->gc_window > 0 && lsn > window)
+            req.min_read_lsn = lsn - window;
 
         slice *cur = &sl[done * SLICES / o->txns];
         double t0 = thread_cpu_s();
@@ -191,6 +204,16 @@ static int run(const opts *o)
             if (rc != HX_OK)
                 fprintf(stderr, "hexad-storage-work: coalescing failed: %s "
                         "(%s)\n", why.msg, hx_strerror(rc));
+            if (rc == HX_OK && o->gc_window > 0 &&
+                ++coalesce_passes % GC_EVERY_COALESCE == 0) {
+                double t2 = thread_cpu_s();
+                gc_now_ms += 1000;
+                rc = segment_store_gc(s, gc_now_ms, GC_PASS_PAGES, &why);
+                cur->gc_s += thread_cpu_s() - t2;
+                if (rc != HX_OK)
+                    fprintf(stderr, "hexad-storage-work: garbage collection "
+                            "failed: %s (%s)\n", why.msg, hx_strerror(rc));
+            }
         }
         done += n;
         cur->txns += n;
@@ -200,13 +223,15 @@ static int run(const opts *o)
     }
     clock_gettime(CLOCK_MONOTONIC, &w1);
 
-    printf("tenth  txns  append_us/txn  coalesce_us/txn  process_us/txn\n");
+    printf("tenth  txns  append_us/txn  coalesce_us/txn  process_us/txn  "
+           "gc_us/txn\n");
     for (unsigned i = 0; i < SLICES; i++)
         if (sl[i].txns > 0)
-            printf("%5u %6lu %14.2f %16.2f %15.2f\n", i + 1, sl[i].txns,
-                   1e6 * sl[i].append_s / (double)sl[i].txns,
+            printf("%5u %6lu %14.2f %16.2f %15.2f %10.2f\n", i + 1,
+                   sl[i].txns, 1e6 * sl[i].append_s / (double)sl[i].txns,
                    1e6 * sl[i].coalesce_s / (double)sl[i].txns,
-                   1e6 * sl[i].process_s / (double)sl[i].txns);
+                   1e6 * sl[i].process_s / (double)sl[i].txns,
+                   1e6 * sl[i].gc_s / (double)sl[i].txns);
     const hx_node_counters *c = segment_store_counters(s);
     record_cache_stats rcs = segment_store_record_cache_stats(s);
     printf("records %" PRIu64 ", page versions %" PRIu64 " (%" PRIu64
@@ -214,6 +239,12 @@ static int run(const opts *o)
            " evicted %" PRIu64 "\n", c->records_received,
            c->page_versions_written, c->page_versions_superseded, rcs.hits,
            rcs.misses, rcs.evicted);
+    if (o->gc_window > 0)
+        printf("garbage collection: %" PRIu64 " records, %" PRIu64
+               " page versions, %" PRIu64 " bytes removed; %" PRIu64
+               " compactions\n", c->gc_records_removed,
+               c->gc_page_versions_removed, c->gc_bytes_removed,
+               c->gc_compactions);
     printf("wall %.1f s\n", (double)(w1.tv_sec - w0.tv_sec) +
                                 (double)(w1.tv_nsec - w0.tv_nsec) / 1e9);
     segment_store_close(s);
@@ -227,14 +258,18 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: hexad-storage-work [options]\n"
         "One storage node's work under a tpcb-like record stream, in one\n"
-        "process: appends (journal + fdatasync + RocksDB) and coalescing.\n"
-        "Prints the CPU per transaction per tenth of the run.\n"
+        "process: appends (journal + fdatasync + RocksDB), coalescing and,\n"
+        "with --gc-window, garbage collection. Prints the CPU per\n"
+        "transaction per tenth of the run.\n"
         "  --txns N           transactions (default 200000)\n"
         "  --account-pages N  pages the account records spread over\n"
         "                     (default 27000, pgbench scale 10)\n"
         "  --batch N          transactions per append, 1..%u (default 3)\n"
         "  --record-cache-mib N  the store's record cache (default 64)\n"
         "  --seed N           random seed (default 1)\n"
+        "  --gc-window N      reads need only the last N transactions:\n"
+        "                     collect the rest as the node does once its\n"
+        "                     retention window is full (default 0: no GC)\n"
         "  --dir DIR          where the store goes; must not exist (default:\n"
         "                     a new directory under $TMPDIR or /tmp, removed\n"
         "                     after)\n"
@@ -265,6 +300,7 @@ int main(int argc, char **argv)
         {"batch", required_argument, NULL, 'b'},
         {"record-cache-mib", required_argument, NULL, 'c'},
         {"seed", required_argument, NULL, 's'},
+        {"gc-window", required_argument, NULL, 'g'},
         {"dir", required_argument, NULL, 'd'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -277,6 +313,7 @@ int main(int argc, char **argv)
         case 'b': bad = parse_ul("--batch", optarg, 1, BATCH_MAX, &o.batch); break;
         case 'c': bad = parse_ul("--record-cache-mib", optarg, 0, 65536, &o.cache_mib); break;
         case 's': bad = parse_ul("--seed", optarg, 1, UINT32_MAX, &o.seed); break;
+        case 'g': bad = parse_ul("--gc-window", optarg, 0, 100000000, &o.gc_window); break;
         case 'd': o.dir = optarg; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;

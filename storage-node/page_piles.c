@@ -4,14 +4,17 @@
  * materialized keeps an entry of 0, which is the common next question. */
 #include "page_piles.h"
 
+#include <stdbool.h>
 #include <stdlib.h>
 
 #define SLOTS_MIN_BITS 6u
 #define SLOTS_MIN (1u << SLOTS_MIN_BITS)
 
 typedef struct {
-    uint64_t key; /* page_no + 1; 0: empty */
+    uint64_t key;      /* page_no + 1; 0: empty */
+    uint64_t gc_floor; /* 0: unknown */
     uint32_t n;
+    bool has_n;        /* n is known */
 } pile;
 
 struct page_piles {
@@ -62,7 +65,12 @@ static pile *find(const page_piles *pp, uint64_t key)
 long page_piles_get(const page_piles *pp, uint64_t page_no)
 {
     const pile *p = find(pp, page_no + 1);
-    return p->key == 0 ? -1 : (long)p->n;
+    return p->key == 0 || !p->has_n ? -1 : (long)p->n;
+}
+
+uint64_t page_piles_gc_floor(const page_piles *pp, uint64_t page_no)
+{
+    return find(pp, page_no + 1)->gc_floor; /* an empty slot holds 0 */
 }
 
 static int grow(page_piles *pp)
@@ -82,27 +90,45 @@ static int grow(page_piles *pp)
     return 0;
 }
 
-void page_piles_set(page_piles *pp, uint64_t page_no, uint32_t n)
+/* page_no's entry, added (all unknown) when missing; NULL when the map is
+ * full or cannot grow. */
+static pile *entry(page_piles *pp, uint64_t page_no)
 {
     pile *p = find(pp, page_no + 1);
     if (p->key == 0) {
         if (pp->count >= PAGE_PILES_MAX)
-            return;
+            return NULL;
         if (2 * (pp->count + 1) > pp->cap) {
             if (grow(pp) != 0)
-                return;
+                return NULL;
             p = find(pp, page_no + 1);
         }
-        p->key = page_no + 1;
+        *p = (pile){.key = page_no + 1};
         pp->count++;
     }
-    p->n = n;
+    return p;
+}
+
+void page_piles_set(page_piles *pp, uint64_t page_no, uint32_t n)
+{
+    pile *p = entry(pp, page_no);
+    if (p != NULL) {
+        p->n = n;
+        p->has_n = true;
+    }
+}
+
+void page_piles_set_gc_floor(page_piles *pp, uint64_t page_no, uint64_t lsn)
+{
+    pile *p = entry(pp, page_no);
+    if (p != NULL)
+        p->gc_floor = lsn;
 }
 
 void page_piles_clear(page_piles *pp)
 {
     for (size_t i = 0; i < pp->cap; i++)
-        pp->slot[i].key = 0;
+        pp->slot[i] = (pile){0};
     pp->count = 0;
 }
 

@@ -25,6 +25,12 @@
  *     are never deleted: a truncation recomputes the SCL and its CPL as
  *     the newest stored ones below its start (segment_store_truncate), and
  *     everything between gc_lsn and that start is still stored.
+ *  5. A page's GC floor (page_piles.h) is set only once the deletions of
+ *     its records at or below it are written, and below a record of the
+ *     page kept by invariant 4, so that a later pass, seeking the page's
+ *     index from above the floor, still finds that record once it may go.
+ *     (A record of the page below its floor stored later, by a repair,
+ *     is then left until a restart forgets the floors: space, not reads.)
  *
  * Work per pass is bounded by max_pages pages (each: its versions and the
  * index entries up to its base); a cursor per segment resumes where the
@@ -36,11 +42,16 @@
 
 #include "hx_err.h"
 #include "log.h"
+#include "record.h"
 #include "segment_store_internal.h"
 
 /* Bytes deleted after which the GC compacts the store, so that disk use
- * follows under a steady load; it also compacts once a burst of deletions
- * is over (a pass that finds nothing more to delete). Between two,
+ * follows under a steady load: GC_COMPACT_AFTER_BYTES, or a quarter of the
+ * live data when that is more, since each such compaction rewrites all of
+ * it (a fixed 32 MiB made a store of a few GB, an hour of tpcb-like load
+ * at the default retention, rewrite itself for every 32 MiB collected).
+ * It also compacts once a burst of deletions is over (a pass that finds
+ * nothing more to delete). Between two,
  * RocksDB's own compaction (and its deletion-triggered one, set at open)
  * reclaims space as it goes. GC's compaction runs on a thread of its own,
  * one at a time (RocksDB takes writes and reads meanwhile): on the event
@@ -49,6 +60,7 @@
  * segment_store_close cancels and joins it. */
 #define GC_COMPACT_AFTER_BYTES (32u << 20)
 #define GC_COMPACT_BURST_MIN_BYTES (1u << 20)
+#define GC_COMPACT_LIVE_FRACTION 4
 
 void segment_store_set_retention(segment_store *s, uint64_t retention_ms)
 {
@@ -128,51 +140,135 @@ bool segment_store_compacting(const segment_store *s)
     return atomic_load(&s->compacting);
 }
 
-/* Stored size of key k (0 when absent or unreadable). */
-static size_t value_len(segment_store *s, const uint8_t *k, size_t kl)
+/* A pass's deletions, put into its batch in key order. RocksDB inserts a
+ * batch into the memtable key by key, and its skip list starts each
+ * search from where the previous insert landed: in key order each
+ * deletion lands next to the last one, where a record's 'r', 'p' and 'c'
+ * keys in turn sent every insert searching from the top (with GC on, the
+ * memtable inserts cost the event loop more than anything else). */
+typedef struct {
+    uint8_t k[KEY_MAX_LEN];
+    uint8_t kl;
+} gc_key;
+
+typedef struct {
+    gc_key *keys;
+    size_t n, cap;
+} gc_deletes;
+
+static int gc_delete(gc_deletes *d, const uint8_t *k, size_t kl)
 {
-    char *val = NULL;
-    size_t vl = 0;
-    if (db_get(s, k, kl, &val, &vl, NULL) != HX_OK || val == NULL)
-        return 0;
-    rocksdb_free(val);
-    return vl;
+    if (d->n == d->cap) {
+        size_t cap = d->cap ? 2 * d->cap : 256;
+        gc_key *nk = realloc(d->keys, cap * sizeof *nk);
+        if (nk == NULL)
+            return HX_ERR_NOMEM;
+        d->keys = nk;
+        d->cap = cap;
+    }
+    memcpy(d->keys[d->n].k, k, kl);
+    d->keys[d->n].kl = (uint8_t)kl;
+    d->n++;
+    return HX_OK;
 }
 
-/* Puts into wb the deletion of every record of page_no at or below base
- * (with its index and CPL keys). */
-static int gc_records(segment_store *s, rocksdb_writebatch_t *wb, segment *g,
-                      uint64_t page_no, uint64_t base, const uint64_t keep[2],
-                      uint64_t *records, uint64_t *bytes,
+static int gc_key_cmp(const void *a, const void *b)
+{
+    const gc_key *x = a, *y = b;
+    size_t n = x->kl < y->kl ? x->kl : y->kl;
+    int c = memcmp(x->k, y->k, n);
+    return c != 0 ? c : (int)x->kl - (int)y->kl;
+}
+
+static void gc_deletes_put(gc_deletes *d, rocksdb_writebatch_t *wb)
+{
+    if (d->n > 1)
+        qsort(d->keys, d->n, sizeof *d->keys, gc_key_cmp);
+    for (size_t i = 0; i < d->n; i++)
+        rocksdb_writebatch_delete(wb, (const char *)d->keys[i].k,
+                                  d->keys[i].kl);
+}
+
+/* A page whose records at or below floor the pass deletes (invariant 5:
+ * its floor once the batch is written). */
+typedef struct {
+    uint64_t page_no, floor;
+} gc_floor;
+
+typedef struct {
+    gc_floor *f;
+    size_t n, cap;
+} gc_floors;
+
+static int gc_floor_add(gc_floors *fl, uint64_t page_no, uint64_t floor)
+{
+    if (fl->n == fl->cap) {
+        size_t cap = fl->cap ? 2 * fl->cap : 256;
+        gc_floor *nf = realloc(fl->f, cap * sizeof *nf);
+        if (nf == NULL)
+            return HX_ERR_NOMEM;
+        fl->f = nf;
+        fl->cap = cap;
+    }
+    fl->f[fl->n++] = (gc_floor){page_no, floor};
+    return HX_OK;
+}
+
+/* Queues the deletion of every record of page_no at or below base (with
+ * its index and CPL keys), walking the page index with it (one iterator
+ * for the whole pass) from above the page's GC floor. The index value
+ * gives each record's flags and size, so no record is read back. *floor
+ * becomes what the page's floor may be once the deletions are written. */
+static int gc_records(segment *g, rocksdb_iterator_t *it, uint64_t page_no,
+                      uint64_t base, const uint64_t keep[2], gc_deletes *d,
+                      uint64_t *floor, uint64_t *records, uint64_t *bytes,
                       segment_store_why *why)
 {
     uint8_t k[KEY_MAX_LEN];
-    size_t kl = key_page(k, g->vol, g->pg, page_no, 0);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    uint64_t from = g->piles ? page_piles_gc_floor(g->piles, page_no) : 0;
+    size_t kl = key_page(k, g->vol, g->pg, page_no, from + 1);
     const uint8_t *ik;
     size_t ikl;
+    int rc = HX_OK;
+    *floor = base;
+    /* Nothing new below the base: no seek, which from a page without live
+     * index entries above it would walk on over the next page's tombstones
+     * (most pages, most passes). */
+    if (from >= base) {
+        *floor = from;
+        return HX_OK;
+    }
     for (rocksdb_iter_seek(it, (const char *)k, kl);
-         iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
+         rc == HX_OK && iter_prefix(it, k, KEY_PAGE_PREFIX_LEN, &ik, &ikl);
          rocksdb_iter_next(it)) {
         if (ikl != KEY_PAGE_LEN)
             continue;
         uint64_t lsn = get_be64(ik + 17);
         if (lsn > base)
             break;
-        if (lsn == keep[0] || lsn == keep[1])
+        if (lsn == keep[0] || lsn == keep[1]) {
+            if (lsn - 1 < *floor)
+                *floor = lsn - 1;
             continue;
+        }
+        size_t vl = 0;
+        const uint8_t *v = (const uint8_t *)rocksdb_iter_value(it, &vl);
+        uint32_t flags = index_value_flags(v, vl);
+        *bytes += index_value_len(v, vl);
         uint8_t rk[KEY_MAX_LEN];
-        size_t rkl = key_lsn(rk, KEY_RECORD, g->vol, g->pg, lsn);
-        *bytes += value_len(s, rk, rkl);
-        rocksdb_writebatch_delete(wb, (const char *)rk, rkl);
-        rocksdb_writebatch_delete(wb, (const char *)ik, ikl);
-        rkl = key_lsn(rk, KEY_CPL, g->vol, g->pg, lsn);
-        rocksdb_writebatch_delete(wb, (const char *)rk, rkl);
+        rc = gc_delete(d, ik, ikl);
+        if (rc == HX_OK)
+            rc = gc_delete(d, rk, key_lsn(rk, KEY_RECORD, g->vol, g->pg, lsn));
+        /* An entry without flags (unreadable) may be a CPL record's. */
+        if (rc == HX_OK && (vl < 4 || (flags & HX_RECORD_CPL)))
+            rc = gc_delete(d, rk, key_lsn(rk, KEY_CPL, g->vol, g->pg, lsn));
         (*records)++;
     }
-    int rc = iter_status(it, why, "records to collect");
-    rocksdb_iter_destroy(it);
-    return rc;
+    if (rc != HX_OK) {
+        why_set(why, "out of memory listing records to collect");
+        return rc;
+    }
+    return iter_status(it, why, "records to collect");
 }
 
 /* One segment, from its cursor, up to *budget pages. */
@@ -205,10 +301,13 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
         return rc;
     }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+    gc_deletes d = {0};
+    gc_floors floors = {0};
     uint64_t versions = 0, records = 0, bytes = 0;
     uint8_t k[KEY_MAX_LEN];
     key_page_tag(k, KEY_VERSION, g->vol, g->pg, g->gc_cursor, 0);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *iit = rocksdb_create_iterator(s->db, s->ropts);
     rocksdb_iter_seek(it, (const char *)k, KEY_PAGE_LEN);
     const uint8_t *ik;
     size_t ikl;
@@ -228,15 +327,14 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
         uint8_t prev[KEY_MAX_LEN];
         size_t prev_vl = 0;
         uint64_t base = 0;
-        for (; iter_prefix(it, k, 9, &ik, &ikl) && ikl == KEY_PAGE_LEN &&
-               get_be64(ik + 9) == page_no;
+        for (; rc == HX_OK && iter_prefix(it, k, 9, &ik, &ikl) &&
+               ikl == KEY_PAGE_LEN && get_be64(ik + 9) == page_no;
              rocksdb_iter_next(it)) {
             uint64_t lsn = get_be64(ik + 17);
             if (lsn > g->gc_lsn)
                 continue;
             if (base != 0) {
-                rocksdb_writebatch_delete(wb, (const char *)prev,
-                                          KEY_PAGE_LEN);
+                rc = gc_delete(&d, prev, KEY_PAGE_LEN);
                 versions++;
                 bytes += prev_vl;
             }
@@ -244,17 +342,28 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
             rocksdb_iter_value(it, &prev_vl);
             base = lsn;
         }
-        if (base != 0)
-            rc = gc_records(s, wb, g, page_no, base, keep, &records, &bytes,
-                            why);
+        if (rc != HX_OK)
+            why_set(why, "out of memory listing page versions to collect");
+        else if (base != 0) {
+            uint64_t floor = 0;
+            rc = gc_records(g, iit, page_no, base, keep, &d, &floor, &records,
+                            &bytes, why);
+            if (rc == HX_OK && gc_floor_add(&floors, page_no, floor) != HX_OK) {
+                rc = HX_ERR_NOMEM;
+                why_set(why, "out of memory listing pages collected");
+            }
+        }
         (*budget)--;
         g->gc_cursor = page_no + 1;
     }
     if (rc == HX_OK)
         rc = iter_status(it, why, "page versions to collect");
+    rocksdb_iter_destroy(iit);
     rocksdb_iter_destroy(it);
     if (wrapped)
         g->gc_cursor = 0;
+    gc_deletes_put(&d, wb);
+    free(d.keys);
 
     uint64_t old_records = g->records;
     if (rc == HX_OK && (records + versions > 0 || g->gc_lsn != old_gc)) {
@@ -271,8 +380,16 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
     if (rc != HX_OK) {
         g->gc_lsn = old_gc; /* memory follows disk */
         g->records = old_records;
+        free(floors.f);
         return rc;
     }
+    /* Invariant 5: the deletions are written. */
+    if (g->piles == NULL)
+        g->piles = page_piles_new(); /* NULL: every floor stays unknown */
+    for (size_t i = 0; g->piles != NULL && i < floors.n; i++)
+        page_piles_set_gc_floor(g->piles, floors.f[i].page_no,
+                                floors.f[i].floor);
+    free(floors.f);
     s->counters.gc_records_removed += records;
     s->counters.gc_page_versions_removed += versions;
     s->counters.gc_bytes_removed += bytes;
@@ -282,6 +399,16 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
                  " page version(s), %" PRIu64 " bytes below %" PRIu64, g->vol,
                  g->pg, records, versions, bytes, g->gc_lsn);
     return HX_OK;
+}
+
+static uint64_t compact_after_bytes(segment_store *s)
+{
+    uint64_t live = 0;
+    if (rocksdb_property_int(s->db, "rocksdb.estimate-live-data-size",
+                             &live) != 0)
+        live = 0;
+    live /= GC_COMPACT_LIVE_FRACTION;
+    return live > GC_COMPACT_AFTER_BYTES ? live : GC_COMPACT_AFTER_BYTES;
 }
 
 int segment_store_gc(segment_store *s, uint64_t now_ms, size_t max_pages,
@@ -303,8 +430,8 @@ int segment_store_gc(segment_store *s, uint64_t now_ms, size_t max_pages,
     bool burst_over =
         s->gc_bytes_since_compact >= GC_COMPACT_BURST_MIN_BYTES &&
         s->gc_bytes_since_compact == before;
-    if (rc == HX_OK && (burst_over ||
-                        s->gc_bytes_since_compact >= GC_COMPACT_AFTER_BYTES))
+    if (rc == HX_OK && (burst_over || s->gc_bytes_since_compact >=
+                                          compact_after_bytes(s)))
         compact_in_background(s);
     return rc;
 }

@@ -192,13 +192,14 @@ int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
     if (buf == NULL)
         return HX_ERR_NOMEM;
     hexad__record__pack(r, buf);
-    uint8_t k[KEY_MAX_LEN], fl[4];
+    uint8_t k[KEY_MAX_LEN], iv[INDEX_VALUE_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, r->lsn);
     rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
     free(buf);
-    put_be32(fl, r->flags);
+    index_value(iv, r->flags, (uint32_t)len);
     kl = key_page(k, vol, pg, r->page_no, r->lsn);
-    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)fl, 4);
+    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)iv,
+                           sizeof iv);
     if (r->flags & HX_RECORD_CPL) {
         kl = key_lsn(k, KEY_CPL, vol, pg, r->lsn);
         rocksdb_writebatch_put(wb, (const char *)k, kl, "", 0);

@@ -12,9 +12,10 @@
  *                                            geometry)
  *   'r' vol pg lsn(u64)                   -> Record, packed as received (it
  *                                            carries its own checksum)
- *   'p' vol pg page_no(u64) lsn(u64)      -> record flags (u32): the records
- *                                            of one page, with IMAGE visible
- *                                            without reading the record
+ *   'p' vol pg page_no(u64) lsn(u64)      -> record flags (u32), packed
+ *                                            length (u32): the records of one
+ *                                            page, with IMAGE visible without
+ *                                            reading the record
  *   'c' vol pg lsn                        -> empty: the CPL records
  *   'g' vol pg page_no lsn                -> page version: checksum, image
  *                                            (segment_coalesce.c)
@@ -1019,7 +1020,7 @@ int segment_store_stage_append(segment_store *s,
 typedef struct {
     uint8_t k[KEY_MAX_LEN];
     uint8_t kl;
-    uint8_t flags[4]; /* the 'p' value; a 'c' key has none */
+    uint8_t val[INDEX_VALUE_LEN]; /* the 'p' value; a 'c' key has none */
 } index_put;
 
 typedef struct {
@@ -1051,8 +1052,8 @@ static void put_index_keys(rocksdb_writebatch_t *wb, batch_touch *t)
     for (size_t i = 0; i < t->n_idx; i++) {
         const index_put *e = &t->idx[i];
         rocksdb_writebatch_put(wb, (const char *)e->k, e->kl,
-                               (const char *)e->flags,
-                               e->k[0] == KEY_CPL ? 0 : sizeof e->flags);
+                               (const char *)e->val,
+                               e->k[0] == KEY_CPL ? 0 : sizeof e->val);
     }
 }
 
@@ -1258,7 +1259,7 @@ static void apply_append(segment_store *s, rocksdb_writebatch_t *wb,
         assert(t->n_idx + 2 <= t->cap_idx);
         index_put *e = &t->idx[t->n_idx++];
         e->kl = (uint8_t)key_page(e->k, a->vol, a->pg, r->page_no, r->lsn);
-        put_be32(e->flags, r->flags);
+        index_value(e->val, r->flags, (uint32_t)r->len);
         if (r->flags & HX_RECORD_CPL) {
             e = &t->idx[t->n_idx++];
             e->kl = (uint8_t)key_lsn(e->k, KEY_CPL, a->vol, a->pg, r->lsn);
@@ -1608,7 +1609,7 @@ int get_page_from_version(segment_store *s, uint32_t vol, uint32_t pg,
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
         ents[n].lsn = lsn;
-        ents[n].flags = vl >= 4 ? get_be32((const uint8_t *)v) : 0;
+        ents[n].flags = index_value_flags((const uint8_t *)v, vl);
         if (ents[n].flags & HX_RECORD_IMAGE) {
             start = n;
             from_image = true;

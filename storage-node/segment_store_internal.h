@@ -120,6 +120,27 @@ static inline size_t key_page(uint8_t *k, uint32_t vol, uint32_t pg,
     return key_page_tag(k, KEY_PAGE, vol, pg, page_no, lsn);
 }
 
+/* The 'p' value: the record's flags, then its packed length (what GC
+ * counts as removed without reading the record back). Entries written
+ * before the length was added are 4 bytes: length 0. */
+#define INDEX_VALUE_LEN 8u
+
+static inline void index_value(uint8_t *v, uint32_t flags, uint32_t len)
+{
+    put_be32(v, flags);
+    put_be32(v + 4, len);
+}
+
+static inline uint32_t index_value_flags(const uint8_t *v, size_t vl)
+{
+    return vl >= 4 ? get_be32(v) : 0;
+}
+
+static inline uint32_t index_value_len(const uint8_t *v, size_t vl)
+{
+    return vl >= INDEX_VALUE_LEN ? get_be32(v + 4) : 0;
+}
+
 /* ------------------------------------------------------------------------
  * In-memory state.
  * ---------------------------------------------------------------------- */

@@ -1,5 +1,5 @@
 /* Unit tests for storage-node/page_piles.c: the per-page record counts
- * coalescing keeps above each page's newest version. */
+ * coalescing keeps above each page's newest version, and GC's floors. */
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -33,6 +33,35 @@ static void test_piles_get_set_clear(void **state)
     assert_int_equal(page_piles_count(pp), 0);
     assert_int_equal(page_piles_get(pp, 0), -1);
     assert_int_equal(page_piles_get(pp, 17), -1);
+    page_piles_free(pp);
+}
+
+/* A GC floor and a pile count are independent: a floor alone leaves the
+ * pile unknown, a pile alone leaves the floor 0 (unknown); both survive
+ * growth; clear forgets both. */
+static void test_piles_gc_floor(void **state)
+{
+    (void)state;
+    page_piles *pp = page_piles_new();
+    assert_non_null(pp);
+    assert_int_equal(page_piles_gc_floor(pp, 5), 0);
+    page_piles_set_gc_floor(pp, 5, 1234);
+    assert_int_equal(page_piles_gc_floor(pp, 5), 1234);
+    assert_int_equal(page_piles_get(pp, 5), -1);
+    page_piles_set(pp, 5, 7);
+    page_piles_set(pp, 6, 2);
+    assert_int_equal(page_piles_get(pp, 5), 7);
+    assert_int_equal(page_piles_gc_floor(pp, 5), 1234);
+    assert_int_equal(page_piles_gc_floor(pp, 6), 0);
+    for (uint64_t p = 100; p < 5000; p++)
+        page_piles_set_gc_floor(pp, p, p * 10);
+    assert_int_equal(page_piles_gc_floor(pp, 5), 1234);
+    assert_int_equal(page_piles_get(pp, 5), 7);
+    assert_int_equal(page_piles_gc_floor(pp, 4999), 49990);
+    assert_int_equal(page_piles_get(pp, 4999), -1);
+    page_piles_clear(pp);
+    assert_int_equal(page_piles_gc_floor(pp, 5), 0);
+    assert_int_equal(page_piles_gc_floor(pp, 4999), 0);
     page_piles_free(pp);
 }
 
@@ -76,6 +105,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_piles_get_set_clear),
+        cmocka_unit_test(test_piles_gc_floor),
         cmocka_unit_test(test_piles_grow_keeps_entries),
         cmocka_unit_test(test_piles_full_map_stays_unknown),
     };

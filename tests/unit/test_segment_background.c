@@ -488,6 +488,42 @@ static void test_superseding_keeps_the_gc_base(void **state)
     forget_all();
 }
 
+/* segment_gc.c invariant 5: passes that seek from the GC floors collect
+ * what passes from scratch do. After rounds of appends, coalescing and GC,
+ * each moving the min read point (and so the kept newest record and CPL),
+ * a reopened store, its floors forgotten, finds nothing more to collect at
+ * the same GC point. */
+static void test_gc_floors_miss_nothing(void **state)
+{
+    (void)state;
+    tstore t;
+    ts_open(&t, "s1");
+    segment_store_set_retention(t.s, 0);
+    make_range(1, 4000, 6, 1000000, 1);
+    segment_store_why why = {0};
+    uint64_t now = 0;
+    for (uint64_t hi = 500; hi <= 4000; hi += 500) {
+        append_range(t.s, hi - 499, hi, 1, hi - 100);
+        coalesce_all(t.s, 64);
+        for (int i = 0; i < 2; i++)
+            assert_int_equal(segment_store_gc(t.s, ++now, 100000, &why),
+                             HX_OK);
+    }
+    assert_true(segment_store_counters(t.s)->gc_records_removed > 2500);
+    uint64_t gc = gc_lsn_of(t.s), left = records_of(t.s);
+    assert_true(gc >= 3000);
+    ts_reopen(&t);
+    segment_store_set_retention(t.s, 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(segment_store_gc(t.s, ++now, 100000, &why), HX_OK);
+    assert_int_equal(gc_lsn_of(t.s), gc);
+    assert_int_equal(segment_store_counters(t.s)->gc_records_removed, 0);
+    assert_int_equal(records_of(t.s), left);
+    check_reads(t.s, 6, gc, 4000, 9);
+    ts_close(&t);
+    forget_all();
+}
+
 /* Issue 7: the GC point follows the min read point only; retention 0 and
  * no min read point told (0) collects nothing. */
 static void test_gc_needs_min_read_point(void **state)
@@ -1183,6 +1219,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_coalesce_stops_at_scl),
         cmocka_unit_test(test_truncate_drops_versions),
         cmocka_unit_test(test_gc_keeps_what_reads_need),
+        cmocka_unit_test(test_gc_floors_miss_nothing),
         cmocka_unit_test(test_gc_needs_min_read_point),
         cmocka_unit_test(test_coalesce_supersedes_versions),
         cmocka_unit_test(test_superseding_keeps_the_gc_base),
