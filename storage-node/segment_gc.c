@@ -175,9 +175,7 @@ static int gc_delete(gc_deletes *d, const uint8_t *k, size_t kl)
 static int gc_key_cmp(const void *a, const void *b)
 {
     const gc_key *x = a, *y = b;
-    size_t n = x->kl < y->kl ? x->kl : y->kl;
-    int c = memcmp(x->k, y->k, n);
-    return c != 0 ? c : (int)x->kl - (int)y->kl;
+    return key_cmp(x->k, x->kl, y->k, y->kl);
 }
 
 static void gc_deletes_put(gc_deletes *d, rocksdb_writebatch_t *wb)

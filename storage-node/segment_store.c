@@ -1039,9 +1039,7 @@ typedef struct {
 static int index_put_cmp(const void *a, const void *b)
 {
     const index_put *x = a, *y = b;
-    size_t n = x->kl < y->kl ? x->kl : y->kl;
-    int c = memcmp(x->k, y->k, n);
-    return c != 0 ? c : (int)x->kl - (int)y->kl;
+    return key_cmp(x->k, x->kl, y->k, y->kl);
 }
 
 static void put_index_keys(rocksdb_writebatch_t *wb, batch_touch *t)

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <rocksdb/c.h>
 
@@ -118,6 +119,14 @@ static inline size_t key_page(uint8_t *k, uint32_t vol, uint32_t pg,
                               uint64_t page_no, uint64_t lsn)
 {
     return key_page_tag(k, KEY_PAGE, vol, pg, page_no, lsn);
+}
+
+/* RocksDB's bytewise order of two keys. */
+static inline int key_cmp(const uint8_t *a, size_t al, const uint8_t *b,
+                          size_t bl)
+{
+    int c = memcmp(a, b, al < bl ? al : bl);
+    return c != 0 ? c : (al > bl) - (al < bl);
 }
 
 /* The 'p' value: the record's flags, then its packed length (what GC
