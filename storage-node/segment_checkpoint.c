@@ -36,11 +36,15 @@
 
 #define CHECKPOINT_AT_FRACTION 4 /* start one at ring / this in use */
 
-/* Flushes every memtable and waits for it (the caller's thread). */
+/* Flushes every memtable of both column families and waits for it (the
+ * caller's thread). One family after the other is enough: the journal is
+ * released only after both, so a crash in between replays into both. */
 static int flush_memtables(segment_store *s, segment_store_why *why)
 {
     char *err = NULL;
-    rocksdb_flush(s->db, s->fopts, &err);
+    rocksdb_flush_cf(s->db, s->fopts, s->cf_main, &err);
+    if (err == NULL)
+        rocksdb_flush_cf(s->db, s->fopts, s->cf_records, &err);
     if (err == NULL)
         return HX_OK;
     int rc = rocks_err(err);

@@ -331,7 +331,7 @@ static int coalesce_segment(segment_store *s, segment *g, page_set *ps,
     uint64_t cap = g->coalesced_lsn;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, g->vol, g->pg, g->coalesced_lsn + 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *it = store_iter(s, KEY_RECORD);
     int rc = HX_OK;
     uint64_t lsn;
     bool more = true; /* false: every record up to scl was walked */

@@ -18,8 +18,9 @@ static bool droppable(const segment_store *s, uint32_t vol, uint32_t pg,
 }
 
 /* Puts the damage to one record into wb; false to skip it. */
-static bool damage(segment_store_fault fault, rocksdb_writebatch_t *wb,
-                   const uint8_t *ik, size_t ikl, const char *v, size_t vl)
+static bool damage(const segment_store *s, segment_store_fault fault,
+                   rocksdb_writebatch_t *wb, const uint8_t *ik, size_t ikl,
+                   const char *v, size_t vl)
 {
     if (vl == 0)
         return false;
@@ -29,7 +30,7 @@ static bool damage(segment_store_fault fault, rocksdb_writebatch_t *wb,
             return false;
         memcpy(bad, v, vl);
         bad[vl / 2] ^= (char)0x5a; /* inside the record, not its framing */
-        rocksdb_writebatch_put(wb, (const char *)ik, ikl, bad, vl);
+        batch_put(s, wb, ik, ikl, bad, vl);
         free(bad);
         return true;
     }
@@ -43,7 +44,7 @@ static bool damage(segment_store_fault fault, rocksdb_writebatch_t *wb,
     rocksdb_writebatch_delete(wb, (const char *)dk, dl);
     dl = key_lsn(dk, KEY_CPL, vol, pg, lsn);
     rocksdb_writebatch_delete(wb, (const char *)dk, dl);
-    rocksdb_writebatch_delete(wb, (const char *)ik, ikl);
+    batch_delete(s, wb, ik, ikl);
     hexad__record__free_unpacked(r, NULL);
     return true;
 }
@@ -56,7 +57,7 @@ int segment_store_damage_records(segment_store *s, segment_store_fault fault,
     if (every == 0)
         every = 1;
     uint8_t k[1] = {KEY_RECORD};
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *it = store_iter(s, KEY_RECORD);
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
     const uint8_t *ik;
     size_t ikl, seen = 0;
@@ -73,7 +74,7 @@ int segment_store_damage_records(segment_store *s, segment_store_fault fault,
             continue;
         size_t vl = 0;
         const char *v = rocksdb_iter_value(it, &vl);
-        if (!damage(fault, wb, ik, ikl, v, vl))
+        if (!damage(s, fault, wb, ik, ikl, v, vl))
             continue;
         if (out)
             fprintf(out, "%u %u %" PRIu64 "\n", vol, pg, lsn);

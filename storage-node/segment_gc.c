@@ -86,7 +86,8 @@ static void compact_all(segment_store *s)
 {
     rocksdb_compactoptions_t *o = rocksdb_compactoptions_create();
     rocksdb_compactoptions_set_exclusive_manual_compaction(o, 0);
-    rocksdb_compact_range_opt(s->db, o, NULL, 0, NULL, 0);
+    rocksdb_compact_range_cf_opt(s->db, s->cf_main, o, NULL, 0, NULL, 0);
+    rocksdb_compact_range_cf_opt(s->db, s->cf_records, o, NULL, 0, NULL, 0);
     rocksdb_compactoptions_destroy(o);
 }
 
@@ -178,13 +179,13 @@ static int gc_key_cmp(const void *a, const void *b)
     return key_cmp(x->k, x->kl, y->k, y->kl);
 }
 
-static void gc_deletes_put(gc_deletes *d, rocksdb_writebatch_t *wb)
+static void gc_deletes_put(const segment_store *s, gc_deletes *d,
+                           rocksdb_writebatch_t *wb)
 {
     if (d->n > 1)
         qsort(d->keys, d->n, sizeof *d->keys, gc_key_cmp);
     for (size_t i = 0; i < d->n; i++)
-        rocksdb_writebatch_delete(wb, (const char *)d->keys[i].k,
-                                  d->keys[i].kl);
+        batch_delete(s, wb, d->keys[i].k, d->keys[i].kl);
 }
 
 /* A page whose records at or below floor the pass deletes (invariant 5:
@@ -360,7 +361,7 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
     rocksdb_iter_destroy(it);
     if (wrapped)
         g->gc_cursor = 0;
-    gc_deletes_put(&d, wb);
+    gc_deletes_put(s, &d, wb);
     free(d.keys);
 
     uint64_t old_records = g->records;
@@ -401,10 +402,13 @@ static int gc_segment(segment_store *s, segment *g, uint64_t now_ms,
 
 static uint64_t compact_after_bytes(segment_store *s)
 {
-    uint64_t live = 0;
-    if (rocksdb_property_int(s->db, "rocksdb.estimate-live-data-size",
-                             &live) != 0)
-        live = 0;
+    uint64_t live = 0, part;
+    rocksdb_column_family_handle_t *cfs[2] = {s->cf_main, s->cf_records};
+    for (size_t i = 0; i < 2; i++)
+        if (rocksdb_property_int_cf(s->db, cfs[i],
+                                    "rocksdb.estimate-live-data-size",
+                                    &part) == 0)
+            live += part;
     live /= GC_COMPACT_LIVE_FRACTION;
     return live > GC_COMPACT_AFTER_BYTES ? live : GC_COMPACT_AFTER_BYTES;
 }

@@ -167,7 +167,7 @@ int missing_repair(segment_store *s, size_t i, const Hexad__Record *r,
         return HX_OK;
     }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    int rc = put_record_keys(wb, w.vol, w.pg, r);
+    int rc = put_record_keys(s, wb, w.vol, w.pg, r);
     if (rc == HX_OK)
         rc = drop_versions_from(s, wb, g, r->page_no, r->lsn, why);
     if (rc == HX_OK)

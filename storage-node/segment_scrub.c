@@ -121,7 +121,6 @@ static bool scrub_version(segment_store *s, const uint8_t *k, const char *v,
 int segment_store_scrub(segment_store *s, size_t max_items,
                         segment_store_why *why)
 {
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
     if (s->scrub_key_len == 0) {
         /* A store's first pass walks its records only: a record lost in
          * a crash (segment_missing.c) is found sooner after a restart,
@@ -134,47 +133,46 @@ int segment_store_scrub(segment_store *s, size_t max_items,
         s->scrub_vol = s->scrub_pg = 0; /* no record seen yet this pass */
         verify_pass_start(s);
     }
-    rocksdb_iter_seek(it, (const char *)s->scrub_key, s->scrub_key_len);
-    size_t bad = 0;
-    /* Keys are walked in order: 'g' (versions) ... 'p' ... 'r' (records);
-     * the index in between is skipped with one seek. */
-    for (size_t seen = 0; seen < max_items; seen++) {
-        if (!rocksdb_iter_valid(it))
-            break;
-        size_t kl = 0, vl = 0;
-        const uint8_t *k = (const uint8_t *)rocksdb_iter_key(it, &kl);
-        if (k[0] > KEY_RECORD)
-            break;
-        if (k[0] != KEY_VERSION && k[0] != KEY_RECORD) {
-            uint8_t next = k[0] < KEY_VERSION ? KEY_VERSION : KEY_RECORD;
-            rocksdb_iter_seek(it, (const char *)&next, 1);
-            continue;
+    /* A pass walks the versions ('g', in "default"), then the records
+     * ('r', in their own column family), each in key order. */
+    size_t bad = 0, seen = 0;
+    bool done = false;
+    int rc = HX_OK;
+    while (!done && seen < max_items) {
+        const uint8_t tag[1] = {s->scrub_key[0]};
+        rocksdb_iterator_t *it = store_iter(s, tag[0]);
+        rocksdb_iter_seek(it, (const char *)s->scrub_key, s->scrub_key_len);
+        const uint8_t *k;
+        size_t kl;
+        for (; seen < max_items && iter_prefix(it, tag, 1, &k, &kl);
+             seen++, rocksdb_iter_next(it)) {
+            size_t vl = 0;
+            const char *v = rocksdb_iter_value(it, &vl);
+            if (tag[0] == KEY_RECORD && kl == KEY_LSN_LEN) {
+                verify_reached(s, get_be32(k + 1), get_be32(k + 5));
+                bad += !scrub_record(s, k, v, vl);
+            } else if (tag[0] == KEY_VERSION && kl == KEY_PAGE_LEN) {
+                bad += !scrub_version(s, k, v, vl);
+            }
         }
-        const char *v = rocksdb_iter_value(it, &vl);
-        if (k[0] == KEY_RECORD && kl == KEY_LSN_LEN) {
-            verify_reached(s, get_be32(k + 1), get_be32(k + 5));
-            bad += !scrub_record(s, k, v, vl);
-        } else if (k[0] == KEY_VERSION && kl == KEY_PAGE_LEN) {
-            bad += !scrub_version(s, k, v, vl);
-        }
-        rocksdb_iter_next(it);
-    }
-    bool done = !rocksdb_iter_valid(it);
-    if (!done) {
-        size_t kl = 0;
-        const char *k = rocksdb_iter_key(it, &kl);
-        done = kl == 0 || (uint8_t)k[0] > KEY_RECORD;
-        if (!done) {
+        rc = iter_status(it, why, "the store (scrub)");
+        if (rc != HX_OK) {
+            done = true;
+        } else if (iter_prefix(it, tag, 1, &k, &kl)) { /* max_items */
             s->scrub_key_len = kl < KEY_MAX_LEN ? kl : KEY_MAX_LEN;
             memcpy(s->scrub_key, k, s->scrub_key_len);
+        } else if (tag[0] == KEY_VERSION) {
+            s->scrub_key[0] = KEY_RECORD;
+            s->scrub_key_len = 1;
+        } else {
+            done = true;
         }
+        rocksdb_iter_destroy(it);
     }
-    int rc = iter_status(it, why, "the store (scrub)");
     if (done && rc == HX_OK)
         verify_pass_end(s); /* not when a read error cut the pass short */
     if (done)
         s->scrub_key_len = 0; /* the next call starts over */
-    rocksdb_iter_destroy(it);
     s->counters.scrub_passes++;
     if (bad > 0)
         HX_WARN("scrub: %zu corrupt item(s) found; %zu waiting for a peer's "
@@ -184,8 +182,8 @@ int segment_store_scrub(segment_store *s, size_t max_items,
 
 /* ---- repair ----------------------------------------------------------- */
 
-int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
-                    const Hexad__Record *r)
+int put_record_keys(const segment_store *s, rocksdb_writebatch_t *wb,
+                    uint32_t vol, uint32_t pg, const Hexad__Record *r)
 {
     size_t len = hexad__record__get_packed_size(r);
     uint8_t *buf = malloc(len ? len : 1);
@@ -194,7 +192,7 @@ int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
     hexad__record__pack(r, buf);
     uint8_t k[KEY_MAX_LEN], iv[INDEX_VALUE_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, r->lsn);
-    rocksdb_writebatch_put(wb, (const char *)k, kl, (const char *)buf, len);
+    batch_put(s, wb, k, kl, buf, len);
     free(buf);
     index_value(iv, r->flags, (uint32_t)len);
     kl = key_page(k, vol, pg, r->page_no, r->lsn);
@@ -250,7 +248,7 @@ int segment_store_repair_record(segment_store *s, uint32_t vol, uint32_t pg,
         return HX_OK;
     }
     rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-    int rc = put_record_keys(wb, vol, pg, r);
+    int rc = put_record_keys(s, wb, vol, pg, r);
     if (rc == HX_OK)
         rc = store_write(s, wb, "a repaired record", why);
     rocksdb_writebatch_destroy(wb);

@@ -473,7 +473,7 @@ static int segment_from_meta(segment_store *s, uint32_t vol, uint32_t pg,
     g->records = counted ? m->records : 0;
     uint8_t prefix[KEY_MAX_LEN];
     key_lsn(prefix, KEY_RECORD, vol, pg, counted ? scl + 1 : 0);
-    it = rocksdb_create_iterator(s->db, s->ropts);
+    it = store_iter(s, KEY_RECORD);
     rocksdb_iter_seek(it, (const char *)prefix, KEY_LSN_LEN);
     const uint8_t *k;
     size_t kl;
@@ -533,7 +533,8 @@ int db_get(segment_store *s, const uint8_t *k, size_t kl, char **val,
            size_t *vl, segment_store_why *why)
 {
     char *err = NULL;
-    *val = rocksdb_get(s->db, s->ropts, (const char *)k, kl, vl, &err);
+    *val = rocksdb_get_cf(s->db, s->ropts, store_cf(s, k[0]), (const char *)k,
+                          kl, vl, &err);
     if (err != NULL) {
         int rc = rocks_err(err);
         HX_ERROR("segment store: read failed: %s", err);
@@ -674,6 +675,65 @@ done:
  * Open / close.
  * ---------------------------------------------------------------------- */
 
+/* Opens the database with both column families (segment_store_internal.h),
+ * creating "records" in a store from before it. */
+static void db_open(segment_store *s, char **err)
+{
+    const char *names[2] = {"default", "records"};
+    const rocksdb_options_t *cf_opts[2] = {s->opts, s->opts};
+    rocksdb_column_family_handle_t *h[2] = {NULL, NULL};
+    rocksdb_options_set_create_missing_column_families(s->opts, 1);
+    s->db = rocksdb_open_column_families(s->opts, s->path, 2, names, cf_opts,
+                                         h, err);
+    if (*err == NULL) {
+        s->cf_main = h[0];
+        s->cf_records = h[1];
+    }
+}
+
+/* A store written before the records had a family of their own keeps
+ * them in "default": they move, a batch at a time, each batch journaled
+ * like any write, so a crash midway resumes here on the next open. Runs
+ * after the journal replay, which may put more of them there. */
+static int records_move_to_family(segment_store *s, segment_store_why *why)
+{
+    enum { BATCH_KEYS = 4096 };
+    const uint8_t tag[1] = {KEY_RECORD};
+    uint64_t moved = 0;
+    int rc = HX_OK;
+    for (;;) {
+        rocksdb_iterator_t *it =
+            rocksdb_create_iterator_cf(s->db, s->ropts, s->cf_main);
+        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
+        const uint8_t *k;
+        size_t kl, n = 0;
+        for (rocksdb_iter_seek(it, (const char *)tag, 1);
+             n < BATCH_KEYS && iter_prefix(it, tag, 1, &k, &kl);
+             rocksdb_iter_next(it), n++) {
+            size_t vl = 0;
+            const char *v = rocksdb_iter_value(it, &vl);
+            batch_put(s, wb, k, kl, v, vl);
+            rocksdb_writebatch_delete_cf(wb, s->cf_main, (const char *)k, kl);
+        }
+        rc = iter_status(it, why, "records to move to their column family");
+        rocksdb_iter_destroy(it);
+        if (rc == HX_OK && n > 0)
+            rc = store_write(s, wb, "records moved to their column family",
+                             why);
+        rocksdb_writebatch_destroy(wb);
+        moved += n;
+        if (rc != HX_OK || n < BATCH_KEYS)
+            break;
+        if (moved % (BATCH_KEYS * 64) == 0)
+            HX_INFO("segment store %s: %" PRIu64 " records moved to their "
+                    "column family so far", s->path, moved);
+    }
+    if (rc == HX_OK && moved > 0)
+        HX_INFO("segment store %s: %" PRIu64 " records moved to their column "
+                "family (a store from an older hexad)", s->path, moved);
+    return rc;
+}
+
 int segment_store_open(const char *data_dir, const char *node_id,
                        const segment_store_options *o, segment_store **out,
                        segment_store_why *why)
@@ -735,13 +795,13 @@ int segment_store_open(const char *data_dir, const char *node_id,
         goto fail;
     }
 
-    s->db = rocksdb_open(s->opts, s->path, &err);
+    db_open(s, &err);
     if (err != NULL && strstr(err, "ompression") != NULL) {
         /* lz4 not built into this librocksdb: store uncompressed. */
         rocksdb_free(err);
         err = NULL;
         rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
-        s->db = rocksdb_open(s->opts, s->path, &err);
+        db_open(s, &err);
     }
     if (err != NULL) {
         rc = rocks_err(err);
@@ -754,6 +814,8 @@ int segment_store_open(const char *data_dir, const char *node_id,
     }
     s->checkpoint_inline = o->checkpoint_inline;
     rc = journal_open_and_replay(s, data_dir, o->journal_bytes, why);
+    if (rc == HX_OK)
+        rc = records_move_to_family(s, why);
     if (rc != HX_OK)
         goto fail;
     rc = load_all(s, why);
@@ -799,6 +861,10 @@ void segment_store_close(segment_store *s)
     if (s->db) {
         compact_join(s);
         journal_close(s);
+        if (s->cf_main)
+            rocksdb_column_family_handle_destroy(s->cf_main);
+        if (s->cf_records)
+            rocksdb_column_family_handle_destroy(s->cf_records);
         rocksdb_close(s->db);
     }
     if (s->ropts)
@@ -1252,8 +1318,7 @@ static void apply_append(segment_store *s, rocksdb_writebatch_t *wb,
         }
         uint8_t k[KEY_MAX_LEN];
         size_t kl = key_lsn(k, KEY_RECORD, a->vol, a->pg, r->lsn);
-        rocksdb_writebatch_put(wb, (const char *)k, kl,
-                               (const char *)a->bytes + r->off, r->len);
+        batch_put(s, wb, k, kl, a->bytes + r->off, r->len);
         assert(t->n_idx + 2 <= t->cap_idx);
         index_put *e = &t->idx[t->n_idx++];
         e->kl = (uint8_t)key_page(e->k, a->vol, a->pg, r->page_no, r->lsn);
@@ -1422,7 +1487,7 @@ int newest_le(segment_store *s, char tag, uint32_t vol, uint32_t pg,
         return HX_OK;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, tag, vol, pg, at);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *it = store_iter(s, (uint8_t)tag);
     rocksdb_iter_seek_for_prev(it, (const char *)k, kl);
     const uint8_t *ik;
     size_t ikl;
@@ -1697,7 +1762,7 @@ static int collect_tail(segment_store *s, const segment *g, uint64_t from,
     size_t n = 0, cap = 0;
     Hexad__RecordMeta *items = NULL;
     int rc = HX_OK;
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *it = store_iter(s, KEY_RECORD);
     const uint8_t *ik;
     size_t ikl;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
@@ -2027,7 +2092,7 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
     uint64_t deleted = 0;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, from);
-    it = rocksdb_create_iterator(s->db, s->ropts);
+    it = store_iter(s, KEY_RECORD);
     uint64_t lsn;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
          iter_lsn_upto(it, k, to, &lsn); rocksdb_iter_next(it)) {
@@ -2045,7 +2110,7 @@ static int truncate_range(segment_store *s, uint32_t vol, uint32_t pg,
                     "page index entry stays", vol, pg, lsn);
         }
         size_t dl = key_lsn(dk, KEY_RECORD, vol, pg, lsn);
-        rocksdb_writebatch_delete(wb, (const char *)dk, dl);
+        batch_delete(s, wb, dk, dl);
         dl = key_lsn(dk, KEY_CPL, vol, pg, lsn);
         rocksdb_writebatch_delete(wb, (const char *)dk, dl);
         deleted++;
@@ -2186,7 +2251,7 @@ int segment_store_read_chain(segment_store *s, uint32_t vol, uint32_t pg,
     size_t cap = 0, bytes = 0;
     uint8_t k[KEY_MAX_LEN];
     size_t kl = key_lsn(k, KEY_RECORD, vol, pg, after_lsn + 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->ropts);
+    rocksdb_iterator_t *it = store_iter(s, KEY_RECORD);
     uint64_t lsn;
     for (rocksdb_iter_seek(it, (const char *)k, kl);
          iter_lsn_upto(it, k, scl, &lsn); rocksdb_iter_next(it)) {

@@ -233,6 +233,8 @@ typedef struct {
 struct segment_store {
     rocksdb_t *db;
     rocksdb_options_t *opts;
+    /* Column families (store_cf()): the records, and everything else. */
+    rocksdb_column_family_handle_t *cf_main, *cf_records;
     rocksdb_writeoptions_t *wnowal; /* the journal is the WAL (invariant 8) */
     rocksdb_flushoptions_t *fopts;
     rocksdb_readoptions_t *ropts;
@@ -283,6 +285,46 @@ struct segment_store {
     unsigned inject_count;
     char inject_msg[200];
 };
+
+/* ------------------------------------------------------------------------
+ * Column families. The 'r' keys have a family of their own, "records";
+ * every other key lives in "default". Within a segment records are keyed
+ * by LSN and appends arrive in LSN order, so a memtable of records flushes
+ * to a file that overlaps only the newest of the older files, and leveled
+ * compaction moves it down instead of rewriting them; in one family with
+ * the page index and the versions, whose keys spread over every page,
+ * each L0 -> L1 compaction rewrote every record the store held (bench/
+ * RESULTS.md "Records in a column family of their own"). Batches that
+ * span both families are atomic all the same.
+ * ---------------------------------------------------------------------- */
+
+static inline rocksdb_column_family_handle_t *store_cf(const segment_store *s,
+                                                       uint8_t tag)
+{
+    return tag == KEY_RECORD ? s->cf_records : s->cf_main;
+}
+
+/* An iterator over the family that holds the keys tagged `tag`. */
+static inline rocksdb_iterator_t *store_iter(const segment_store *s,
+                                             uint8_t tag)
+{
+    return rocksdb_create_iterator_cf(s->db, s->ropts, store_cf(s, tag));
+}
+
+static inline void batch_put(const segment_store *s, rocksdb_writebatch_t *wb,
+                             const uint8_t *k, size_t kl, const void *v,
+                             size_t vl)
+{
+    rocksdb_writebatch_put_cf(wb, store_cf(s, k[0]), (const char *)k, kl,
+                              (const char *)v, vl);
+}
+
+static inline void batch_delete(const segment_store *s,
+                                rocksdb_writebatch_t *wb, const uint8_t *k,
+                                size_t kl)
+{
+    rocksdb_writebatch_delete_cf(wb, store_cf(s, k[0]), (const char *)k, kl);
+}
 
 /* ---- helpers defined in segment_store.c ------------------------------- */
 
@@ -412,8 +454,8 @@ void repair_want_add(segment_store *s, int kind, uint32_t vol, uint32_t pg,
                      uint64_t page_no, uint64_t lsn);
 /* Puts record r and its index keys into wb, as an append writes them
  * (segment_store.c invariant 4). HX_ERR_NOMEM. */
-int put_record_keys(rocksdb_writebatch_t *wb, uint32_t vol, uint32_t pg,
-                    const Hexad__Record *r);
+int put_record_keys(const segment_store *s, rocksdb_writebatch_t *wb,
+                    uint32_t vol, uint32_t pg, const Hexad__Record *r);
 /* Index of a wanted item, SIZE_MAX when none; removes one. */
 size_t repair_want_find(const segment_store *s, int kind, uint32_t vol,
                         uint32_t pg, uint64_t page_no, uint64_t lsn);

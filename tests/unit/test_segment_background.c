@@ -27,6 +27,7 @@
 
 #include "append_request.h"
 #include "hx_err.h"
+#include "raw_store.h"
 #include "record.h"
 #include "rm_tree.h"
 #include "segment_store.h"
@@ -636,13 +637,11 @@ static void corrupt_first_version(tstore *t, uint64_t *page_no, uint64_t *lsn)
 {
     segment_store_close(t->s);
     t->s = NULL;
-    char path[128], *err = NULL;
-    snprintf(path, sizeof path, "%s/db", t->dir);
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_t *db = rocksdb_open(o, path, &err);
-    assert_null(err);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    raw_store r;
+    raw_store_open(&r, t->dir);
+    char *err = NULL;
+    rocksdb_iterator_t *it =
+        rocksdb_create_iterator_cf(r.db, r.ro, raw_store_cf(&r, 'g'));
     rocksdb_iter_seek(it, "g", 1);
     assert_true(rocksdb_iter_valid(it));
     size_t kl = 0, vl = 0;
@@ -662,14 +661,10 @@ static void corrupt_first_version(tstore *t, uint64_t *page_no, uint64_t *lsn)
         *lsn = *lsn << 8 | (uint8_t)key[17 + i];
     }
     rocksdb_iter_destroy(it);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_put(db, wo, key, 25, bad, vl, &err);
+    rocksdb_put_cf(r.db, r.wo, raw_store_cf(&r, 'g'), key, 25, bad, vl, &err);
     assert_null(err);
     free(bad);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    raw_store_close(&r);
     ts_reopen(t);
 }
 

@@ -23,6 +23,7 @@
 
 #include "hx_err.h"
 #include "log.h"
+#include "raw_store.h"
 #include "record.h"
 #include "rm_tree.h"
 #include "segment_journal.h"
@@ -980,32 +981,99 @@ static void test_corrupt_stored_record(void **state)
     segment_store_close(f->s);
     f->s = NULL;
 
-    char path[128], *err = NULL;
-    snprintf(path, sizeof path, "%s/db", f->dir);
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_t *db = rocksdb_open(o, path, &err);
-    assert_null(err);
+    raw_store r;
+    raw_store_open(&r, f->dir);
+    char *err = NULL;
     uint8_t key[17] = {'r', 0, 0, 0, VOL, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2};
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     size_t vl = 0;
-    char *v = rocksdb_get(db, ro, (char *)key, sizeof key, &vl, &err);
+    char *v = rocksdb_get_cf(r.db, r.ro, raw_store_cf(&r, 'r'), (char *)key,
+                             sizeof key, &vl, &err);
     assert_null(err);
     assert_non_null(v);
     char *b = memmem(v, vl, "bbbb", 4); /* the patch data */
     assert_non_null(b);
     b[1] ^= 0x40;
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_put(db, wo, (char *)key, sizeof key, v, vl, &err);
+    rocksdb_put_cf(r.db, r.wo, raw_store_cf(&r, 'r'), (char *)key, sizeof key,
+                   v, vl, &err);
     assert_null(err);
     rocksdb_free(v);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    raw_store_close(&r);
 
     reopen(f);
     assert_int_equal(page_rc(f->s, 0, 1, 1), HX_OK);
     assert_int_equal(page_rc(f->s, 0, 1, 2), HX_ERR_CHECKSUM);
+}
+
+/* Counts the 'r' keys in one column family of a raw-opened store. */
+static size_t raw_records(raw_store *r, rocksdb_column_family_handle_t *cf)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r->db, r->ro, cf);
+    size_t n = 0;
+    for (rocksdb_iter_seek(it, "r", 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl = 0;
+        if (rocksdb_iter_key(it, &kl)[0] != 'r')
+            break;
+        n++;
+    }
+    rocksdb_iter_destroy(it);
+    return n;
+}
+
+/* A store from before the records had a column family of their own holds
+ * them in "default": open moves them, and every page reads as before. */
+static void test_records_move_to_their_family(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(
+        append(f->s, HDR(0), NULL, 3,
+               mkrec(5, 4, 5, 0, 1, 1, 'C', 1), mkrec(4, 3, 6, 0, 1, 0, 'Z', 4),
+               mkrec(3, 2, 5, 0, 1, 2, 'B', 2)),
+        HX_OK);
+    assert_int_equal(append(f->s, HDR(0), NULL, 2,
+                            mkrec(2, 1, 6, 0, 1, 0, 'Y', 4),
+                            mkrec(1, 0, 5, 0, 1, 0, 'A', 4)),
+                     HX_OK);
+    segment_store_close(f->s);
+    f->s = NULL;
+
+    /* Rewrite it in the old layout: records in "default", no "records". */
+    raw_store r;
+    raw_store_open(&r, f->dir);
+    assert_int_equal(raw_records(&r, r.cf[0]), 0);
+    assert_int_equal(raw_records(&r, r.cf[1]), 5);
+    char *err = NULL;
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(r.db, r.ro, r.cf[1]);
+    for (rocksdb_iter_seek(it, "r", 1); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t kl = 0, vl = 0;
+        const char *k = rocksdb_iter_key(it, &kl);
+        const char *v = rocksdb_iter_value(it, &vl);
+        rocksdb_put_cf(r.db, r.wo, r.cf[0], k, kl, v, vl, &err);
+        assert_null(err);
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_drop_column_family(r.db, r.cf[1], &err);
+    assert_null(err);
+    raw_store_close(&r);
+
+    reopen(f);
+    uint8_t p[PAGE_SIZE];
+    uint64_t pl = 0;
+    read_page(f->s, 0, 5, 5, p, &pl);
+    assert_memory_equal(p, "ACBB", 4);
+    assert_int_equal(pl, 5);
+    read_page(f->s, 0, 6, 3, p, &pl);
+    assert_memory_equal(p, "YYYY", 4);
+    assert_int_equal(pl, 2);
+    segment_store_close(f->s);
+    f->s = NULL;
+
+    raw_store_open(&r, f->dir);
+    assert_int_equal(raw_records(&r, r.cf[0]), 0);
+    assert_int_equal(raw_records(&r, r.cf[1]), 5);
+    raw_store_close(&r);
+    reopen(f);
 }
 
 /* Appends record lsn (prev lsn - 1: pending, never a fork, whatever the
@@ -1073,16 +1141,13 @@ static void edit_segment_meta(fixture *f, void (*edit)(Hexad__SegmentMeta *))
 {
     segment_store_close(f->s);
     f->s = NULL;
-    char path[128], *err = NULL;
-    snprintf(path, sizeof path, "%s/db", f->dir);
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_t *db = rocksdb_open(o, path, &err);
-    assert_null(err);
+    raw_store r;
+    raw_store_open(&r, f->dir);
+    char *err = NULL;
     const uint8_t key[9] = {'s', 0, 0, 0, VOL, 0, 0, 0, 0};
     size_t vl = 0;
-    char *v = rocksdb_get(db, ro, (const char *)key, sizeof key, &vl, &err);
+    char *v = rocksdb_get(r.db, r.ro, (const char *)key, sizeof key, &vl,
+                          &err);
     assert_non_null(v);
     Hexad__SegmentMeta *m =
         hexad__segment_meta__unpack(NULL, vl, (const uint8_t *)v);
@@ -1095,15 +1160,12 @@ static void edit_segment_meta(fixture *f, void (*edit)(Hexad__SegmentMeta *))
     size_t len = hexad__segment_meta__pack(m, buf);
     m->n_truncations = n_trunc; /* what the unpacker owns, to free */
     m->truncations = trunc;
-    rocksdb_put(db, wo, (const char *)key, sizeof key, (const char *)buf, len,
-                &err);
+    rocksdb_put(r.db, r.wo, (const char *)key, sizeof key, (const char *)buf,
+                len, &err);
     assert_null(err);
     hexad__segment_meta__free_unpacked(m, NULL);
     rocksdb_free(v);
-    rocksdb_close(db);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_options_destroy(o);
+    raw_store_close(&r);
     reopen(f);
 }
 
@@ -1329,6 +1391,8 @@ int main(int argc, char **argv)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_corrupt_stored_record, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_records_move_to_their_family,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncations_never_merge_gaps,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncations_from_old_metadata,

@@ -27,6 +27,7 @@
 #include "append_request.h"
 #include "hx_err.h"
 #include "log.h"
+#include "raw_store.h"
 #include "record.h"
 #include "rm_tree.h"
 #include "segment_store.h"
@@ -210,34 +211,31 @@ static size_t rec_key(uint8_t k[25], char tag, uint32_t pg, uint64_t lsn)
 static void damage_record(const char *dir, uint32_t pg, uint64_t lsn,
                           bool corrupt)
 {
-    char path[128], *err = NULL;
-    snprintf(path, sizeof path, "%s/db", dir);
-    rocksdb_options_t *o = rocksdb_options_create();
-    rocksdb_t *db = rocksdb_open(o, path, &err);
-    assert_null(err);
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    raw_store r;
+    raw_store_open(&r, dir);
+    char *err = NULL;
     uint8_t k[25];
     size_t kl = rec_key(k, 'r', pg, lsn);
     if (corrupt) {
         size_t vl = 0;
-        char *v = rocksdb_get(db, ro, (const char *)k, kl, &vl, &err);
+        char *v = rocksdb_get_cf(r.db, r.ro, raw_store_cf(&r, 'r'),
+                                 (const char *)k, kl, &vl, &err);
         assert_null(err);
         assert_non_null(v);
         v[vl / 2] ^= 0x5a;
-        rocksdb_put(db, wo, (const char *)k, kl, v, vl, &err);
+        rocksdb_put_cf(r.db, r.wo, raw_store_cf(&r, 'r'), (const char *)k, kl,
+                       v, vl, &err);
         rocksdb_free(v);
     } else {
-        rocksdb_delete(db, wo, (const char *)k, kl, &err);
+        rocksdb_delete_cf(r.db, r.wo, raw_store_cf(&r, 'r'), (const char *)k,
+                          kl, &err);
         assert_null(err);
         kl = rec_key(k, 'p', pg, lsn);
-        rocksdb_delete(db, wo, (const char *)k, kl, &err);
+        rocksdb_delete_cf(r.db, r.wo, raw_store_cf(&r, 'p'), (const char *)k,
+                          kl, &err);
     }
     assert_null(err);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    raw_store_close(&r);
 }
 
 /* Scrubs until every chain is verified (a bounded number of steps). */
