@@ -777,10 +777,13 @@ int segment_store_open(const char *data_dir, const char *node_id,
     rocksdb_options_set_max_log_file_size(s->opts, 1u << 20);
     /* Records are small and often compressible; lz4 is cheap. */
     rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
-    /* Garbage collection deletes in bulk: files dense with deletions are
-     * compacted early, so that disk use follows (segment_gc.c). */
-    rocksdb_options_add_compact_on_deletion_collector_factory(s->opts, 4096,
-                                                              2048);
+    /* No compaction of files dense with deletions: GC's deletions of old
+     * records reach every flushed file, and compacting each one at once
+     * rewrote the whole retention window every flush (user CPU 41-46 s
+     * against 31-34 s for hexad-storage-work --gc-window; bench/
+     * RESULTS.md "Records in a column family of their own"). GC's own
+     * compaction after a quarter of the live data bounds the disk. */
+
     s->retention_ms = SEGMENT_STORE_RETENTION_MS_DEFAULT;
     s->wnowal = rocksdb_writeoptions_create();
     rocksdb_writeoptions_disable_WAL(s->wnowal, 1);
