@@ -109,6 +109,18 @@ int metrics_render(const Hexad__NodeStatus *st, struct evbuffer *out)
         {"hexad_segments_unverified",
          "Segments whose chains are not verified yet after an unclean "
          "stop; they refuse reads.", st->segments_unverified},
+        {"hexad_store_records_sst_bytes",
+         "SST bytes of the store's \"records\" column family (log "
+         "records).", st->records_sst_bytes},
+        {"hexad_store_records_l0_files",
+         "Files in level 0 of the \"records\" column family.",
+         st->records_l0_files},
+        {"hexad_store_other_sst_bytes",
+         "SST bytes of the store's \"default\" column family (page "
+         "index, page versions, metadata).", st->other_sst_bytes},
+        {"hexad_store_other_l0_files",
+         "Files in level 0 of the \"default\" column family.",
+         st->other_l0_files},
     };
     for (size_t i = 0; i < sizeof node_gauges / sizeof node_gauges[0]; i++)
         bad |= evbuffer_add_printf(out,

@@ -675,65 +675,6 @@ done:
  * Open / close.
  * ---------------------------------------------------------------------- */
 
-/* Opens the database with both column families (segment_store_internal.h),
- * creating "records" in a store from before it. */
-static void db_open(segment_store *s, char **err)
-{
-    const char *names[2] = {"default", "records"};
-    const rocksdb_options_t *cf_opts[2] = {s->opts, s->opts};
-    rocksdb_column_family_handle_t *h[2] = {NULL, NULL};
-    rocksdb_options_set_create_missing_column_families(s->opts, 1);
-    s->db = rocksdb_open_column_families(s->opts, s->path, 2, names, cf_opts,
-                                         h, err);
-    if (*err == NULL) {
-        s->cf_main = h[0];
-        s->cf_records = h[1];
-    }
-}
-
-/* A store written before the records had a family of their own keeps
- * them in "default": they move, a batch at a time, each batch journaled
- * like any write, so a crash midway resumes here on the next open. Runs
- * after the journal replay, which may put more of them there. */
-static int records_move_to_family(segment_store *s, segment_store_why *why)
-{
-    enum { BATCH_KEYS = 4096 };
-    const uint8_t tag[1] = {KEY_RECORD};
-    uint64_t moved = 0;
-    int rc = HX_OK;
-    for (;;) {
-        rocksdb_iterator_t *it =
-            rocksdb_create_iterator_cf(s->db, s->ropts, s->cf_main);
-        rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
-        const uint8_t *k;
-        size_t kl, n = 0;
-        for (rocksdb_iter_seek(it, (const char *)tag, 1);
-             n < BATCH_KEYS && iter_prefix(it, tag, 1, &k, &kl);
-             rocksdb_iter_next(it), n++) {
-            size_t vl = 0;
-            const char *v = rocksdb_iter_value(it, &vl);
-            batch_put(s, wb, k, kl, v, vl);
-            rocksdb_writebatch_delete_cf(wb, s->cf_main, (const char *)k, kl);
-        }
-        rc = iter_status(it, why, "records to move to their column family");
-        rocksdb_iter_destroy(it);
-        if (rc == HX_OK && n > 0)
-            rc = store_write(s, wb, "records moved to their column family",
-                             why);
-        rocksdb_writebatch_destroy(wb);
-        moved += n;
-        if (rc != HX_OK || n < BATCH_KEYS)
-            break;
-        if (moved % (BATCH_KEYS * 64) == 0)
-            HX_INFO("segment store %s: %" PRIu64 " records moved to their "
-                    "column family so far", s->path, moved);
-    }
-    if (rc == HX_OK && moved > 0)
-        HX_INFO("segment store %s: %" PRIu64 " records moved to their column "
-                "family (a store from an older hexad)", s->path, moved);
-    return rc;
-}
-
 int segment_store_open(const char *data_dir, const char *node_id,
                        const segment_store_options *o, segment_store **out,
                        segment_store_why *why)
@@ -798,13 +739,13 @@ int segment_store_open(const char *data_dir, const char *node_id,
         goto fail;
     }
 
-    db_open(s, &err);
+    families_open(s, &err);
     if (err != NULL && strstr(err, "ompression") != NULL) {
         /* lz4 not built into this librocksdb: store uncompressed. */
         rocksdb_free(err);
         err = NULL;
         rocksdb_options_set_compression(s->opts, rocksdb_no_compression);
-        db_open(s, &err);
+        families_open(s, &err);
     }
     if (err != NULL) {
         rc = rocks_err(err);

@@ -269,6 +269,15 @@ uint64_t segment_store_journal_bytes(const segment_store *s);
 hx_node_counters *segment_store_counters_mut(segment_store *s);
 /* The record cache's counts (record_cache.h). */
 record_cache_stats segment_store_record_cache_stats(const segment_store *s);
+/* What one of the store's RocksDB column families holds on disk: SST
+ * bytes and files in L0 (segment_families.c); records: the log records,
+ * other: the page index, page versions and metadata. */
+typedef struct {
+    uint64_t sst_bytes, l0_files;
+} segment_store_family_stats;
+void segment_store_families(const segment_store *s,
+                            segment_store_family_stats *records,
+                            segment_store_family_stats *other);
 
 /* A page gets a new version once this many of its records are above its
  * last one (segment_coalesce.c invariant 3). A page version is a whole

@@ -326,6 +326,15 @@ static inline void batch_delete(const segment_store *s,
     rocksdb_writebatch_delete_cf(wb, store_cf(s, k[0]), (const char *)k, kl);
 }
 
+/* ---- segment_families.c ----------------------------------------------- */
+
+/* Opens s->path with both families (s->cf_main, s->cf_records), creating
+ * "records" in a store from before it; *err as rocksdb_open's. */
+void families_open(segment_store *s, char **err);
+/* Moves the 'r' keys an older store kept in "default" into "records", a
+ * journaled batch at a time (after the journal replay: it may add some). */
+int records_move_to_family(segment_store *s, segment_store_why *why);
+
 /* ---- helpers defined in segment_store.c ------------------------------- */
 
 /* Puts g's 's' key (SegmentMeta, with its record count) into wb. */

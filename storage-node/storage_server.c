@@ -495,6 +495,12 @@ int storage_server_status(storage_server *srv, Hexad__NodeStatus **out)
     st->record_cache_misses = rcs.misses;
     st->record_cache_evicted = rcs.evicted;
     st->record_cache_bytes = rcs.bytes;
+    segment_store_family_stats fr, fo;
+    segment_store_families(srv->store, &fr, &fo);
+    st->records_sst_bytes = fr.sst_bytes;
+    st->records_l0_files = fr.l0_files;
+    st->other_sst_bytes = fo.sst_bytes;
+    st->other_l0_files = fo.l0_files;
     st->gc_passes = c->gc_passes;
     st->gc_records_removed = c->gc_records_removed;
     st->gc_page_versions_removed = c->gc_page_versions_removed;

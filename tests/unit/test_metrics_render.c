@@ -46,6 +46,8 @@ static void test_counters(void **state)
     st.segments_unverified = 6;
     st.uptime_ms = 61234;
     st.volume_epoch = 4;
+    st.records_sst_bytes = 123456;
+    st.other_l0_files = 3;
     char *t = render(&st);
     assert_true(hx_test_has_line(t, "# TYPE hexad_records_received_total counter"));
     assert_true(hx_test_has_line(t, "hexad_records_received_total{node=\"s1\"} 12345"));
@@ -68,6 +70,9 @@ static void test_counters(void **state)
     assert_true(hx_test_has_line(t, "hexad_segments{node=\"s1\"} 0"));
     assert_true(hx_test_has_line(t, "# TYPE hexad_segments_unverified gauge"));
     assert_true(hx_test_has_line(t, "hexad_segments_unverified{node=\"s1\"} 6"));
+    assert_true(hx_test_has_line(t, "# TYPE hexad_store_records_sst_bytes gauge"));
+    assert_true(hx_test_has_line(t, "hexad_store_records_sst_bytes{node=\"s1\"} 123456"));
+    assert_true(hx_test_has_line(t, "hexad_store_other_l0_files{node=\"s1\"} 3"));
     assert_null(strstr(t, "hexad_segment_scl")); /* no segment, no family */
     /* Every line is a comment or "name{labels} value". */
     for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n"))

@@ -1074,6 +1074,13 @@ static void test_records_move_to_their_family(void **state)
     assert_int_equal(raw_records(&r, r.cf[1]), 5);
     raw_store_close(&r);
     reopen(f);
+    /* Closing flushed both families: each holds a file in L0 now. */
+    segment_store_family_stats fr, fo;
+    segment_store_families(f->s, &fr, &fo);
+    assert_true(fr.sst_bytes > 0);
+    assert_true(fo.sst_bytes > 0);
+    assert_true(fr.l0_files >= 1);
+    assert_true(fo.l0_files >= 1);
 }
 
 /* Appends record lsn (prev lsn - 1: pending, never a fork, whatever the
