@@ -296,6 +296,21 @@ static void test_out_of_order_duplicates_holes(void **state)
     assert_int_equal(res.scl, 50);
 }
 
+/* Five records out of LSN order, two appends. Page 5: 1 "AAAA"@0,
+ * 3 "BB"@2, 5 "C"@1; page 6: 2 "YYYY"@0, 4 "ZZZZ"@0. */
+static void append_pages_5_and_6(segment_store *s)
+{
+    assert_int_equal(
+        append(s, HDR(0), NULL, 3,
+               mkrec(5, 4, 5, 0, 1, 1, 'C', 1), mkrec(4, 3, 6, 0, 1, 0, 'Z', 4),
+               mkrec(3, 2, 5, 0, 1, 2, 'B', 2)),
+        HX_OK);
+    assert_int_equal(append(s, HDR(0), NULL, 2,
+                            mkrec(2, 1, 6, 0, 1, 0, 'Y', 4),
+                            mkrec(1, 0, 5, 0, 1, 0, 'A', 4)),
+                     HX_OK);
+}
+
 /* DESIGN.md "The read path": GetPage takes the newest version at or below
  * read_lsn and applies the page's later records up to read_lsn, in LSN
  * order whatever the arrival order; older read points see older bytes; a
@@ -303,16 +318,7 @@ static void test_out_of_order_duplicates_holes(void **state)
 static void test_get_page_applies_in_lsn_order(void **state)
 {
     fixture *f = *state;
-    /* Page 5: 1 "AAAA"@0, 3 "BB"@2, 5 "C"@1; page 6 interleaved. */
-    assert_int_equal(
-        append(f->s, HDR(0), NULL, 3,
-               mkrec(5, 4, 5, 0, 1, 1, 'C', 1), mkrec(4, 3, 6, 0, 1, 0, 'Z', 4),
-               mkrec(3, 2, 5, 0, 1, 2, 'B', 2)),
-        HX_OK);
-    assert_int_equal(append(f->s, HDR(0), NULL, 2,
-                            mkrec(2, 1, 6, 0, 1, 0, 'Y', 4),
-                            mkrec(1, 0, 5, 0, 1, 0, 'A', 4)),
-                     HX_OK);
+    append_pages_5_and_6(f->s);
     uint8_t p[PAGE_SIZE], zero[PAGE_SIZE] = {0};
     uint64_t pl = 99;
     read_page(f->s, 0, 5, 5, p, &pl);
@@ -1025,15 +1031,7 @@ static size_t raw_records(raw_store *r, rocksdb_column_family_handle_t *cf)
 static void test_records_move_to_their_family(void **state)
 {
     fixture *f = *state;
-    assert_int_equal(
-        append(f->s, HDR(0), NULL, 3,
-               mkrec(5, 4, 5, 0, 1, 1, 'C', 1), mkrec(4, 3, 6, 0, 1, 0, 'Z', 4),
-               mkrec(3, 2, 5, 0, 1, 2, 'B', 2)),
-        HX_OK);
-    assert_int_equal(append(f->s, HDR(0), NULL, 2,
-                            mkrec(2, 1, 6, 0, 1, 0, 'Y', 4),
-                            mkrec(1, 0, 5, 0, 1, 0, 'A', 4)),
-                     HX_OK);
+    append_pages_5_and_6(f->s);
     segment_store_close(f->s);
     f->s = NULL;
 
@@ -1058,14 +1056,18 @@ static void test_records_move_to_their_family(void **state)
     raw_store_close(&r);
 
     reopen(f);
-    uint8_t p[PAGE_SIZE];
-    uint64_t pl = 0;
-    read_page(f->s, 0, 5, 5, p, &pl);
-    assert_memory_equal(p, "ACBB", 4);
-    assert_int_equal(pl, 5);
-    read_page(f->s, 0, 6, 3, p, &pl);
-    assert_memory_equal(p, "YYYY", 4);
-    assert_int_equal(pl, 2);
+    /* Page 5 at its newest, page 6 below its last record. */
+    const struct {
+        uint64_t page, read_lsn, page_lsn;
+        const char *head;
+    } want[] = {{5, 5, 5, "ACBB"}, {6, 3, 2, "YYYY"}};
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        uint8_t p[PAGE_SIZE];
+        uint64_t pl = 0;
+        read_page(f->s, 0, want[i].page, want[i].read_lsn, p, &pl);
+        assert_memory_equal(p, want[i].head, 4);
+        assert_int_equal(pl, want[i].page_lsn);
+    }
     segment_store_close(f->s);
     f->s = NULL;
 
