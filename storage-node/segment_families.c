@@ -5,6 +5,7 @@
  */
 #include <inttypes.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "hx_err.h"
 #include "log.h"
@@ -25,11 +26,14 @@ void families_open(segment_store *s, char **err)
 }
 
 /* Each batch is journaled like any write, so a crash midway resumes here
- * on the next open. */
+ * on the next open. Each batch seeks past the last key the one before
+ * moved, not over the tombstones that one left. */
 int records_move_to_family(segment_store *s, segment_store_why *why)
 {
     enum { BATCH_KEYS = 4096 };
     const uint8_t tag[1] = {KEY_RECORD};
+    uint8_t from[KEY_MAX_LEN] = {KEY_RECORD};
+    size_t from_len = 1;
     uint64_t moved = 0;
     int rc = HX_OK;
     for (;;) {
@@ -38,13 +42,15 @@ int records_move_to_family(segment_store *s, segment_store_why *why)
         rocksdb_writebatch_t *wb = rocksdb_writebatch_create();
         const uint8_t *k;
         size_t kl, n = 0;
-        for (rocksdb_iter_seek(it, (const char *)tag, 1);
+        for (rocksdb_iter_seek(it, (const char *)from, from_len);
              n < BATCH_KEYS && iter_prefix(it, tag, 1, &k, &kl);
              rocksdb_iter_next(it), n++) {
             size_t vl = 0;
             const char *v = rocksdb_iter_value(it, &vl);
             batch_put(s, wb, k, kl, v, vl);
             rocksdb_writebatch_delete_cf(wb, s->cf_main, (const char *)k, kl);
+            from_len = kl < KEY_MAX_LEN ? kl : KEY_MAX_LEN;
+            memcpy(from, k, from_len);
         }
         rc = iter_status(it, why, "records to move to their column family");
         rocksdb_iter_destroy(it);

@@ -25,6 +25,9 @@
  *   'x'                                   -> empty: the store was closed
  *                                            cleanly (segment_verify.c)
  *
+ * The 'r' keys live in RocksDB column family "records", every other key
+ * in "default" (segment_families.c; why: segment_store_internal.h).
+ *
  * The background work lives in its own files, over the structs of
  * segment_store_internal.h: coalescing (segment_coalesce.c), garbage
  * collection (segment_gc.c), scrubbing and repair (segment_scrub.c,
