@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "crc32c.h"
 #include "hx_err.h"
@@ -22,10 +23,12 @@ static const char *help_text =
     "VDL a recovery would find now) and prints, per member, its SCL and\n"
     "the page's CRC-32C, or why it refused (a read point above its SCL is\n"
     "refused). --dump DIR writes each image to DIR/page-P-at-L-NODE.bin\n"
-    "for cmp or a hex diff. Changes nothing on storage.\n"
+    "for cmp or a hex diff (DIR is created if missing). Changes nothing on\n"
+    "storage.\n"
     "\n"
     "Exit status: 0 every member that answered served the same bytes,\n"
-    "1 members served different bytes (or none answered), 2 usage.\n";
+    "1 members served different bytes (or none answered, or an image could\n"
+    "not be written), 2 usage.\n";
 
 static int parse_u64(const char *s, uint64_t *out)
 {
@@ -85,6 +88,12 @@ int hexadctl_page(const hx_cluster_cfg *cfg, int argc, char **argv)
         fprintf(stderr, "hexadctl page: --page P is required (try --help)\n");
         return 2;
     }
+    if (dir != NULL && mkdir(dir, 0755) != 0 && errno != EEXIST) {
+        fprintf(stderr, "hexadctl page: cannot create --dump directory %s: "
+                "%s (create it, or name one you can write to)\n", dir,
+                strerror(errno));
+        return 2;
+    }
     hx_volume_opts o = {.cluster = cfg, .mode = HX_VOLUME_PROBE,
                         .open_timeout_ms = cfg->commit_timeout_ms};
     hx_volume *v = NULL;
@@ -116,7 +125,7 @@ int hexadctl_page(const hx_cluster_cfg *cfg, int argc, char **argv)
            lsn == st.vdl ? " (the VDL a recovery would find)" : "");
     uint8_t *img = malloc(cfg->page_size);
     uint32_t first_crc = 0;
-    int answered = 0, differ = 0;
+    int answered = 0, differ = 0, unwritten = 0;
     for (int m = 0; img != NULL && m < HX_PG_MEMBERS; m++) {
         const hx_member_status *ms = &ps->members[m];
         if (ms->node[0] == '\0')
@@ -141,7 +150,7 @@ int hexadctl_page(const hx_cluster_cfg *cfg, int argc, char **argv)
         printf(" crc32c %08x%s\n", crc, crc != first_crc ? "  DIFFERS" : "");
         if (dir != NULL && dump(dir, page_no, lsn, ms->node, img,
                                 cfg->page_size) != 0)
-            differ++;
+            unwritten++;
     }
     if (img == NULL)
         fprintf(stderr, "hexadctl page: out of memory\n");
@@ -154,5 +163,7 @@ int hexadctl_page(const hx_cluster_cfg *cfg, int argc, char **argv)
     }
     printf("%s\n", differ ? "members DIFFER" : "every member that answered "
            "served the same bytes");
-    return differ ? 1 : 0;
+    if (unwritten)
+        printf("%d image(s) not written to %s (see above)\n", unwritten, dir);
+    return differ || unwritten ? 1 : 0;
 }

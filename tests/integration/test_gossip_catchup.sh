@@ -138,8 +138,15 @@ wait_until "same_as $X ${OTHERS[*]}" 10 0.2 || hx_fail "PG 0 members disagree: $
 got=$(node_field "$X" gossip_records)
 [ "$got" -ge "$COUNT" ] || hx_fail "$X stored only $got records by gossip (>= $COUNT expected)"
 # Every copy of a page is the same bytes (hexadctl page asks each member).
-page=$(hx_ctl --volume "$VOL" page --page 0 2>&1) || hx_fail "the members of PG 0 serve page 0 differently: $page"
+# --dump creates its directory and writes the six images, the same bytes.
+page=$(hx_ctl --volume "$VOL" page --page 0 --dump "$HX_TMP/pages" 2>&1) ||
+    hx_fail "the members of PG 0 serve page 0 differently: $page"
 [ "$(grep -c ' crc32c ' <<<"$page")" = 6 ] || hx_fail "not all 6 members of PG 0 served page 0: $page"
+imgs=("$HX_TMP"/pages/page-0-at-*.bin)
+[ "${#imgs[@]}" = 6 ] || hx_fail "--dump wrote ${#imgs[@]} images, not 6: ${imgs[*]}"
+for f in "${imgs[@]}"; do
+    cmp -s "${imgs[0]}" "$f" || hx_fail "--dump images differ: ${imgs[0]} $f"
+done
 epochs=$(node_field "$X" gossip_epochs)
 [ "$epochs" -ge 1 ] || hx_fail "$X adopted no volume epoch by gossip, yet it missed the loader's recovery"
 hx_pass "(a) $X caught up by gossip alone in ${catchup_ms} ms (SCL $peer_scl, $got records pulled, epoch adopted)"
