@@ -140,7 +140,7 @@ got=$(node_field "$X" gossip_records)
 # Every copy of a page is the same bytes (hexadctl page asks each member).
 # --dump creates its directory and writes the six images, the same bytes.
 page=$(hx_ctl --volume "$VOL" page --page 0 --dump "$HX_TMP/pages" 2>&1) ||
-    hx_fail "the members of PG 0 serve page 0 differently: $page"
+    hx_fail "hexadctl page: the members of PG 0 serve page 0 differently, or an image was not written: $page"
 [ "$(grep -c ' crc32c ' <<<"$page")" = 6 ] || hx_fail "not all 6 members of PG 0 served page 0: $page"
 imgs=("$HX_TMP"/pages/page-0-at-*.bin)
 [ "${#imgs[@]}" = 6 ] || hx_fail "--dump wrote ${#imgs[@]} images, not 6: ${imgs[*]}"
